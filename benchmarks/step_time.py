@@ -1,0 +1,208 @@
+"""Step time (and peak GPU memory) of each method against the bare backbone on the same views, in one run.
+
+    python benchmarks/step_time.py --backbone resnet18 --image-size 32 --batch-size 128 [--methods simclr ...]
+
+For every method: one batch of views is made with the method's own transform; then, interleaved so that drift in
+machine load hits both alike, we time (a) the bare timm backbone's forward + backward + SGD step on exactly those
+views (same-size views concatenated into one batch), (b) the method's forward (backbone, heads, loss) + backward +
+SGD step, and (c) the same method step driven by ``transformers.Trainer`` (from on_step_begin to on_step_end).
+Ratios b/a and c/a are ssl_hub's overhead (heads and loss included). Prints a markdown table.
+"""
+
+from __future__ import annotations
+
+import argparse
+import platform
+import statistics
+import time
+from collections.abc import Callable
+from typing import Any
+
+import numpy as np
+import torch
+from PIL import Image
+from transformers import Trainer, TrainerCallback, TrainingArguments
+
+import ssl_hub
+from ssl_hub.data.views import collate_views
+
+HEADER = (
+    "| method | bare backbone (ms) | ssl_hub step (ms) | ratio | Trainer step (ms) | ratio | peak MiB bare / ssl_hub |"
+)
+
+
+def make_views(method: ssl_hub.SSLMethod, batch_size: int, image_size: int) -> list[torch.Tensor]:
+    rng = np.random.default_rng(0)
+    transform = method.make_transform(input_size=image_size)
+    images = [
+        Image.fromarray(rng.integers(0, 256, (image_size, image_size, 3), dtype=np.uint8)) for _ in range(batch_size)
+    ]
+    return collate_views([{"views": transform(image)} for image in images])["views"]
+
+
+def group_by_shape(views: list[torch.Tensor]) -> list[list[torch.Tensor]]:
+    groups: dict[tuple[int, ...], list[torch.Tensor]] = {}
+    for view in views:
+        groups.setdefault(tuple(view.shape[1:]), []).append(view)
+    return list(groups.values())
+
+
+def sync(device: torch.device) -> None:
+    if device.type == "cuda":
+        torch.cuda.synchronize()
+
+
+def timed(step: Callable[[], None], device: torch.device) -> float:
+    sync(device)
+    start = time.perf_counter()
+    step()
+    sync(device)
+    return time.perf_counter() - start
+
+
+def peak_memory(step: Callable[[], None], device: torch.device) -> float | None:
+    if device.type != "cuda":
+        return None
+    torch.cuda.reset_peak_memory_stats(device)
+    step()
+    sync(device)
+    return torch.cuda.max_memory_allocated(device) / 2**20
+
+
+class StepTimer(TrainerCallback):
+    def __init__(self, device: torch.device) -> None:
+        self.device = device
+        self.times: list[float] = []
+        self._start = 0.0
+
+    def on_step_begin(self, *args: Any, **kwargs: Any) -> None:
+        sync(self.device)
+        self._start = time.perf_counter()
+
+    def on_step_end(self, *args: Any, **kwargs: Any) -> None:
+        sync(self.device)
+        self.times.append(time.perf_counter() - self._start)
+
+
+class FixedViews(torch.utils.data.Dataset):
+    """The benchmark's one batch, served item by item to the Trainer."""
+
+    def __init__(self, views: list[torch.Tensor]) -> None:
+        self.views = [v.cpu() for v in views]
+
+    def __len__(self) -> int:
+        return self.views[0].shape[0] * 1000
+
+    def __getitem__(self, index: int) -> dict[str, list[torch.Tensor]]:
+        index %= self.views[0].shape[0]
+        return {"views": [v[index] for v in self.views]}
+
+
+def benchmark(name: str, args: argparse.Namespace, device: torch.device) -> dict[str, Any]:
+    torch.manual_seed(0)
+    method = ssl_hub.create_method(name, backbone=args.backbone).to(device)
+    ssl_hub.modules.backbone.fit_input_size(method.backbone, args.image_size)
+    views = [v.to(device) for v in make_views(method, args.batch_size, args.image_size)]
+    bare = ssl_hub.modules.backbone.create_backbone(args.backbone).to(device)
+    ssl_hub.modules.backbone.fit_input_size(bare, args.image_size)
+    bare_optimizer = torch.optim.SGD(bare.parameters(), lr=1e-3, momentum=0.9)
+    method_optimizer = torch.optim.SGD(method.parameters(), lr=1e-3, momentum=0.9)
+    autocast = torch.autocast(device.type, dtype=torch.bfloat16, enabled=args.bf16)
+
+    same_size_batches = [torch.cat(group) for group in group_by_shape(views)]  # the bare model's best batching
+
+    def bare_step() -> None:
+        with autocast:
+            loss = sum(bare(batch).float().mean() for batch in same_size_batches)
+        loss.backward()
+        bare_optimizer.step()
+        bare_optimizer.zero_grad(set_to_none=True)
+
+    def method_step() -> None:
+        with autocast:
+            loss = method(views=views).loss
+        loss.backward()
+        method_optimizer.step()
+        method_optimizer.zero_grad(set_to_none=True)
+
+    for _ in range(args.warmup):
+        bare_step()
+        method_step()
+    bare_times, method_times = [], []
+    for _ in range(args.steps):
+        bare_times.append(timed(bare_step, device))
+        method_times.append(timed(method_step, device))
+
+    timer = StepTimer(device)
+    trainer = Trainer(
+        model=method,
+        args=TrainingArguments(
+            output_dir="/tmp/ssl_hub-step-time",
+            max_steps=args.warmup + args.steps,
+            report_to="none",
+            per_device_train_batch_size=args.batch_size,
+            save_strategy="no",
+            disable_tqdm=True,
+            logging_steps=10_000,
+            optim="sgd",
+            learning_rate=1e-3,
+            bf16=args.bf16,
+            use_cpu=device.type == "cpu",
+            dataloader_pin_memory=device.type == "cuda",
+            max_grad_norm=type(method).default_training_arguments()["max_grad_norm"],  # as users get it
+        ),
+        train_dataset=FixedViews(views),
+        data_collator=collate_views,
+        callbacks=[timer],
+    )
+    trainer.train()
+    bare_ms = 1000 * statistics.median(bare_times)
+    method_ms = 1000 * statistics.median(method_times)
+    trainer_ms = 1000 * statistics.median(timer.times[args.warmup :])
+    return {
+        "method": name,
+        "bare_ms": bare_ms,
+        "method_ms": method_ms,
+        "trainer_ms": trainer_ms,
+        "bare_mib": peak_memory(bare_step, device),
+        "method_mib": peak_memory(method_step, device),
+    }
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--methods", nargs="*", default=ssl_hub.list_methods())
+    parser.add_argument("--backbone", default="resnet18")
+    parser.add_argument("--image-size", type=int, default=32)
+    parser.add_argument("--batch-size", type=int, default=128)
+    parser.add_argument("--steps", type=int, default=20)
+    parser.add_argument("--warmup", type=int, default=5)
+    parser.add_argument("--threads", type=int, default=None, help="torch CPU threads (default: torch's)")
+    parser.add_argument("--bf16", action="store_true")
+    args = parser.parse_args()
+    if args.threads:
+        torch.set_num_threads(args.threads)
+    device = torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    where = (
+        torch.cuda.get_device_name(device)
+        if device.type == "cuda"
+        else f"CPU ({platform.processor() or platform.machine()}, {torch.get_num_threads()} threads)"
+    )
+    print(
+        f"{args.backbone}, {args.image_size} px, batch {args.batch_size}, {where}, torch {torch.__version__}, "
+        f"median of {args.steps} steps after {args.warmup} warm-up{', bf16 autocast' if args.bf16 else ''}\n"
+    )
+    print(HEADER)
+    print("|---|---|---|---|---|---|---|")
+    for name in args.methods:
+        r = benchmark(name, args, device)
+        memory = f"{r['bare_mib']:.0f} / {r['method_mib']:.0f}" if r["bare_mib"] is not None else "n/a (CPU)"
+        print(
+            f"| {r['method']} | {r['bare_ms']:.1f} | {r['method_ms']:.1f} | {r['method_ms'] / r['bare_ms']:.3f} "
+            f"| {r['trainer_ms']:.1f} | {r['trainer_ms'] / r['bare_ms']:.3f} | {memory} |",
+            flush=True,
+        )
+
+
+if __name__ == "__main__":
+    main()

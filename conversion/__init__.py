@@ -1,0 +1,1 @@
+"""Converters from other SSL checkpoints to the ssl_hub hub folder."""

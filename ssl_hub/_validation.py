@@ -1,0 +1,29 @@
+"""Argument checks shared by losses, heads and methods: each error names the argument and what to pass."""
+
+from __future__ import annotations
+
+import math
+
+
+def check_positive(name: str, value: float, owner: str) -> None:
+    """Raise if ``value`` is not a finite number above zero."""
+    if not (isinstance(value, (int, float)) and math.isfinite(value) and value > 0):
+        raise ValueError(f"{owner}: {name} must be a finite number > 0, got {value!r}.")
+
+
+def check_non_negative(name: str, value: float, owner: str) -> None:
+    """Raise if ``value`` is not a finite number at or above zero."""
+    if not (isinstance(value, (int, float)) and math.isfinite(value) and value >= 0):
+        raise ValueError(f"{owner}: {name} must be a finite number >= 0, got {value!r}.")
+
+
+def check_probability(name: str, value: float, owner: str) -> None:
+    """Raise if ``value`` is not in [0, 1] (probabilities, momenta)."""
+    if not (isinstance(value, (int, float)) and 0.0 <= value <= 1.0):
+        raise ValueError(f"{owner}: {name} must be in [0, 1], got {value!r}.")
+
+
+def check_positive_int(name: str, value: int, owner: str, minimum: int = 1) -> None:
+    """Raise if ``value`` is not an integer >= ``minimum``."""
+    if isinstance(value, bool) or not isinstance(value, int) or value < minimum:
+        raise ValueError(f"{owner}: {name} must be an integer >= {minimum}, got {value!r}.")

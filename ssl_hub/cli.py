@@ -1,0 +1,148 @@
+"""The ``ssl-hub`` command: ``pretrain`` and ``methods``.
+
+``ssl-hub pretrain --method simclr --backbone resnet18 --output-dir out`` trains on the shipped demo set; every
+``TrainingArguments`` flag (``--num_train_epochs``, ``--per_device_train_batch_size``, ``--bf16``...) and every
+hyperparameter of the method (``--temperature``...) is a flag too: ``ssl-hub pretrain --method simclr --help``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import sys
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from typing import Any, cast
+
+from ssl_hub.registry import get_method_class, list_methods
+
+logger = logging.getLogger("ssl_hub")
+
+
+@dataclass
+class PretrainCommand:
+    """Flags of ``ssl-hub pretrain`` beyond TrainingArguments and the method's hyperparameters."""
+
+    method: str = field(metadata={"help": "SSL method, one of `ssl-hub methods`."})
+    backbone: str = field(
+        metadata={"help": "timm architecture (resnet18, vit_small_patch16_224...), hf-hub:REPO or local-dir:PATH."}
+    )
+    data: str | None = field(
+        default=None,
+        metadata={
+            "help": "Folder of images (train/ + val/ subfolders give a kNN split), saved HF dataset, or HF dataset "
+            "id. Default: the demo set shipped with ssl_hub."
+        },
+    )
+    eval_data: str | None = field(default=None, metadata={"help": "Labelled held-out images for the kNN score."})
+    image_size: int | None = field(
+        default=None, metadata={"help": "View size in pixels (default: 32 on the demo set, else the backbone's)."}
+    )
+    backbone_kwargs: str | None = field(
+        default=None, metadata={"help": "JSON of timm.create_model arguments, e.g. '{\"drop_path_rate\": 0.1}'."}
+    )
+    license: str = field(default="apache-2.0", metadata={"help": "Licence of the weights, for the model card."})
+    knn_k: int = field(default=200, metadata={"help": "Neighbours of the kNN evaluation."})
+    knn_temperature: float = field(default=0.1, metadata={"help": "Temperature of the kNN evaluation."})
+
+
+def _fail(command: str, message: str, code: int = 1) -> int:
+    print(f"ssl-hub {command}: error: {message}", file=sys.stderr)
+    return code
+
+
+def _pop_push_to_hub(argv: list[str]) -> tuple[str | None, list[str]]:
+    """Take ``--push-to-hub REPO`` out of argv (TrainingArguments has a boolean flag of that name)."""
+    parser = argparse.ArgumentParser(add_help=False)
+    parser.add_argument("--push-to-hub", "--push_to_hub", dest="push_to_hub", default=None)
+    known, rest = parser.parse_known_args(argv)
+    return known.push_to_hub, rest
+
+
+def run_pretrain(argv: list[str]) -> int:
+    from transformers import HfArgumentParser, TrainingArguments
+
+    from ssl_hub.training.pretrain import recommended_training_arguments
+
+    first = argparse.ArgumentParser(prog="ssl-hub pretrain", add_help=False)
+    first.add_argument("--method")
+    known, _ = first.parse_known_args(argv)
+    if known.method is None:
+        if any(a in ("-h", "--help") for a in argv):
+            print(__doc__)
+            print(f"Methods: {', '.join(list_methods())}")
+            return 0
+        return _fail("pretrain", f"--method is required; one of {', '.join(list_methods())}.", code=2)
+    try:
+        method_class = get_method_class(known.method)
+    except ValueError as error:
+        return _fail("pretrain", str(error), code=2)
+    push_repo, argv = _pop_push_to_hub(argv)
+    parser = HfArgumentParser(
+        cast(Any, [PretrainCommand, method_class.config_class, TrainingArguments]),
+        prog="ssl-hub pretrain",
+        description=f"Pretrain with {method_class.display_name}.",
+    )
+    parser.set_defaults(**{**recommended_training_arguments(method_class), "output_dir": None})
+    command, method_config, args = parser.parse_args_into_dataclasses(argv)
+    if not args.output_dir:
+        return _fail("pretrain", "--output-dir is required.", code=2)
+    return _pretrain(command, method_class, method_config, args, push_repo)
+
+
+def _pretrain(command: PretrainCommand, method_class: Any, method_config: Any, args: Any, push_repo: str | None) -> int:
+    from ssl_hub.training.pretrain import pretrain
+
+    try:
+        backbone_kwargs = json.loads(command.backbone_kwargs) if command.backbone_kwargs else {}
+        method = method_class(command.backbone, method_config, backbone_kwargs=backbone_kwargs)
+        result = pretrain(
+            method,
+            command.data,
+            args,
+            image_size=command.image_size,
+            eval_dataset=command.eval_data,
+            knn_k=command.knn_k,
+            knn_temperature=command.knn_temperature,
+            license=command.license,
+        )
+    except (ValueError, TypeError, OSError, RuntimeError, ImportError) as error:
+        return _fail("pretrain", str(error))
+    if result.output_dir is not None:
+        print(f"Hub folder written to {result.output_dir}")
+    if push_repo and result.output_dir is not None:
+        from ssl_hub.hub.push import push_folder
+
+        try:
+            print(f"Pushed: {push_folder(result.output_dir, push_repo)}")
+        except (OSError, ValueError, RuntimeError) as error:
+            return _fail(
+                "pretrain", f"training succeeded and {result.output_dir} is complete, but the push failed: {error}"
+            )
+    return 0
+
+
+def run_methods(argv: list[str]) -> int:
+    argparse.ArgumentParser(prog="ssl-hub methods", description="List the SSL methods.").parse_args(argv)
+    for name in list_methods():
+        cls = get_method_class(name)
+        print(f"{name:<14} {cls.display_name:<14} {cls.paper.year}  {cls.paper.title}")
+    return 0
+
+
+COMMANDS = {"pretrain": run_pretrain, "methods": run_methods}
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Entry point of the ``ssl-hub`` command."""
+    argv = list(sys.argv[1:] if argv is None else argv)
+    if not argv or argv[0] in ("-h", "--help") or argv[0] not in COMMANDS:
+        print(f"usage: ssl-hub {{{','.join(COMMANDS)}}} ...\n\n{__doc__}")
+        return 0 if argv and argv[0] in ("-h", "--help") else 2
+    logging.basicConfig(level=logging.INFO, format="%(message)s")
+    return COMMANDS[argv[0]](argv[1:])
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,59 @@
+"""Cross-rank helpers for losses that need the global batch (torchrun / accelerate process groups).
+
+Every function is a no-op in a single process, so losses call them unconditionally.
+"""
+
+from __future__ import annotations
+
+import torch
+import torch.distributed as dist
+import torch.distributed.nn.functional as dist_fn
+
+
+def is_distributed() -> bool:
+    """True inside an initialised process group with more than one rank."""
+    return dist.is_available() and dist.is_initialized() and dist.get_world_size() > 1
+
+
+def world_size() -> int:
+    """Number of ranks (1 outside a process group)."""
+    return dist.get_world_size() if is_distributed() else 1
+
+
+def rank() -> int:
+    """This process's rank (0 outside a process group)."""
+    return dist.get_rank() if is_distributed() else 0
+
+
+def gather(tensor: torch.Tensor) -> torch.Tensor:
+    """Concatenate ``tensor`` from all ranks along dim 0, keeping the gradient path to the local part.
+
+    Backward sums the gradients every rank computed for this rank's slice, so with DDP's gradient averaging the
+    update equals the gradient of the mean of the per-rank losses. Ranks must hold equally sized tensors.
+
+    Args:
+        tensor: ``(B, ...)`` on every rank.
+
+    Returns:
+        ``(world_size * B, ...)`` ordered by rank.
+    """
+    if not is_distributed():
+        return tensor
+    return torch.cat(dist_fn.all_gather(tensor), dim=0)
+
+
+@torch.no_grad()
+def gather_no_grad(tensor: torch.Tensor) -> torch.Tensor:
+    """Like :func:`gather` without a gradient path: for queues, memory banks and statistics."""
+    if not is_distributed():
+        return tensor
+    parts = [torch.empty_like(tensor) for _ in range(world_size())]
+    dist.all_gather(parts, tensor.contiguous())
+    return torch.cat(parts, dim=0)
+
+
+def all_reduce_sum(tensor: torch.Tensor) -> torch.Tensor:
+    """Sum ``tensor`` over ranks with a gradient path (returns a new tensor)."""
+    if not is_distributed():
+        return tensor
+    return dist_fn.all_reduce(tensor, op=dist.ReduceOp.SUM)

@@ -1,0 +1,189 @@
+"""The base every SSL method builds on: an nn.Module that owns a timm backbone and returns a loss from forward."""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+from collections.abc import Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import TYPE_CHECKING, Any, ClassVar, TypeVar
+
+import torch
+from torch import nn
+from transformers.utils import ModelOutput
+
+from ssl_hub.modules.backbone import create_backbone, feature_dim
+from ssl_hub.transforms.multi_view import MultiViewTransform
+
+if TYPE_CHECKING:
+    from transformers import TrainerCallback
+
+ConfigT = TypeVar("ConfigT", bound="MethodConfig")
+MethodT = TypeVar("MethodT", bound="SSLMethod")
+
+
+@dataclass(frozen=True)
+class Paper:
+    """The publication a method implements, cited in its model card."""
+
+    title: str
+    authors: str
+    year: int
+    url: str
+    bibtex: str
+
+
+@dataclass
+class MethodConfig:
+    """Hyperparameters of a method: keyword arguments, ``ssl-hub pretrain`` flags and saved JSON at once.
+
+    Subclasses are dataclasses whose field defaults are the paper's; :meth:`validate` checks ranges and raises an
+    error that names the argument.
+    """
+
+    def __post_init__(self) -> None:
+        self.validate()
+
+    def validate(self) -> None:
+        """Raise ``ValueError`` naming the argument when a value is out of range."""
+
+    def to_dict(self) -> dict[str, Any]:
+        return dataclasses.asdict(self)
+
+    def to_json_string(self) -> str:
+        return json.dumps(self.to_dict(), indent=2, sort_keys=True)
+
+    @classmethod
+    def build(cls: type[ConfigT], config: ConfigT | None, kwargs: dict[str, Any], owner: str) -> ConfigT:
+        """The config from an instance, or from keyword arguments with a clear error for unknown names."""
+        if config is not None:
+            if kwargs:
+                raise TypeError(f"{owner}: pass either config=... or keyword arguments, not both.")
+            if not isinstance(config, cls):
+                raise TypeError(f"{owner}: config must be a {cls.__name__}, got {type(config).__name__}.")
+            return config
+        known = {f.name for f in dataclasses.fields(cls)}
+        unknown = sorted(set(kwargs) - known)
+        if unknown:
+            raise TypeError(
+                f"{owner} got unknown argument(s) {', '.join(unknown)}. Its arguments: {', '.join(sorted(known))}."
+            )
+        return cls(**kwargs)
+
+
+@dataclass
+class SSLMethodOutput(ModelOutput):
+    """What a method's ``forward`` returns; the Trainer reads ``loss``."""
+
+    loss: torch.Tensor | None = None
+
+
+class SSLMethod(nn.Module):
+    """Base class of all methods: owns the backbone, heads, and any teacher / queue / prototypes.
+
+    Teachers, queues and prototypes are submodules or buffers, so Trainer checkpoints capture them. ``forward``
+    returns the loss and never calls backward or steps an optimizer; step-dependent values live in the
+    :meth:`callbacks`.
+
+    Args:
+        backbone: A timm model name (``"resnet18"``; ``"hf-hub:REPO"`` / ``"local-dir:PATH"`` to continue from a
+            published backbone) or a timm model.
+        config: The method's config; alternatively give its fields as keyword arguments.
+        backbone_kwargs: Passed to ``timm.create_model`` (``pretrained``, ``img_size``, ``drop_path_rate``...).
+        **kwargs: Fields of the method's config class.
+    """
+
+    name: ClassVar[str]
+    display_name: ClassVar[str]
+    config_class: ClassVar[type[MethodConfig]] = MethodConfig
+    transform_class: ClassVar[type[MultiViewTransform]]
+    paper: ClassVar[Paper]
+    # Read by transformers.Trainer: the batch key holding the inputs, and no loss kwargs in forward.
+    main_input_name: ClassVar[str] = "views"
+    accepts_loss_kwargs: ClassVar[bool] = False
+
+    def __init__(
+        self,
+        backbone: str | nn.Module,
+        config: MethodConfig | None = None,
+        *,
+        backbone_kwargs: dict[str, Any] | None = None,
+        **kwargs: Any,
+    ) -> None:
+        super().__init__()
+        self.config = self.config_class.build(config, kwargs, owner=type(self).__name__)
+        self.backbone = create_backbone(backbone, **(backbone_kwargs or {}))
+        self.feature_dim = feature_dim(self.backbone)
+        # Where the backbone came from, for the card's base_model when continuing from a published one.
+        self.backbone_source = backbone if isinstance(backbone, str) else None
+        # What the hub folder records about training (data_config, training, evaluation, dataset, license):
+        # filled by ssl_hub.pretrain and load_method, used by save_pretrained.
+        self.hub_info: dict[str, Any] = {}
+
+    def forward(self, views: Sequence[torch.Tensor]) -> SSLMethodOutput:
+        """The loss of one batch of views; ``views[i]`` is ``(B, C, H_i, W_i)``."""
+        raise NotImplementedError
+
+    def check_views(self, views: Sequence[torch.Tensor], count: int) -> None:
+        """Raise a clear error unless ``views`` holds ``count`` batches of images of one size."""
+        if isinstance(views, torch.Tensor) or len(views) != count:
+            got = "a single tensor" if isinstance(views, torch.Tensor) else f"{len(views)}"
+            raise ValueError(
+                f"{type(self).__name__} takes {count} views of each image, got {got}: build the data with "
+                "method.make_transform(), which returns the views the method expects."
+            )
+        if any(v.ndim != 4 or v.shape != views[0].shape for v in views):
+            raise ValueError(
+                f"{type(self).__name__} takes views of one shape (B, C, H, W), got {[tuple(v.shape) for v in views]}."
+            )
+
+    def make_transform(self, input_size: int = 224, **kwargs: Any) -> MultiViewTransform:
+        """The method's default augmentation: image -> list of views. ``kwargs`` override its arguments."""
+        return self.transform_class(input_size=input_size, **kwargs)
+
+    def callbacks(self) -> list[TrainerCallback]:
+        """The Trainer callbacks this method needs (EMA momentum, temperature schedules, ...)."""
+        return []
+
+    @classmethod
+    def default_training_arguments(cls) -> dict[str, Any]:
+        """``TrainingArguments`` values that suit this method when the user does not set them."""
+        return {
+            "learning_rate": 1e-3,
+            "weight_decay": 1e-6,
+            "lr_scheduler_type": "cosine",
+            "warmup_steps": 0.05,
+            "max_grad_norm": 0.0,  # no clipping unless the method's paper clips
+        }
+
+    def save_pretrained(self, save_directory: str | Path, **card_kwargs: Any) -> Path:
+        """Write the hub folder: backbone (config.json + model.safetensors), model card, and ``ssl/`` state.
+
+        Args:
+            save_directory: Target folder (created if needed; other files in it are left alone).
+            **card_kwargs: Model card content, see :func:`ssl_hub.hub.save_hub_folder`.
+        """
+        from ssl_hub.hub.folder import save_hub_folder
+
+        return save_hub_folder(self, save_directory, **card_kwargs)
+
+    def push_to_hub(self, repo_id: str, **kwargs: Any) -> str:
+        """Save the hub folder and upload it to the Hugging Face Hub in one commit; returns the commit URL.
+
+        See :func:`ssl_hub.hub.push_to_hub` for the arguments (``private``, ``revision``, ``commit_message``,
+        ``token``...).
+        """
+        from ssl_hub.hub.push import push_method_to_hub
+
+        return push_method_to_hub(self, repo_id, **kwargs)
+
+    @classmethod
+    def from_pretrained(cls: type[MethodT], source: str | Path) -> MethodT:
+        """Load a method saved by :meth:`save_pretrained` (a folder, ``local-dir:`` or ``hf-hub:`` name)."""
+        from ssl_hub.hub.folder import load_method
+
+        method = load_method(source)
+        if not isinstance(method, cls):
+            raise TypeError(f"{source} holds a {type(method).__name__}, not a {cls.__name__}.")
+        return method

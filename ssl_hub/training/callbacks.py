@@ -1,0 +1,96 @@
+"""Trainer callbacks every pretraining run uses. Method-specific ones live with their method."""
+
+from __future__ import annotations
+
+import math
+from typing import Any
+
+import torch
+from torch import nn
+from torch.nn.modules.batchnorm import _BatchNorm
+from torch.utils.hooks import RemovableHandle
+from transformers import TrainerCallback, TrainerControl, TrainerState, TrainingArguments
+
+from ssl_hub import distributed
+
+
+class NonFiniteLossError(RuntimeError):
+    """Training stopped because the loss became NaN or infinite."""
+
+
+class LossMonitor(TrainerCallback):
+    """Records the loss of every optimizer step and stops training cleanly when it stops being finite.
+
+    A forward hook reads the loss of each micro-batch. Before the optimizer step the mean over the step's
+    micro-batches is checked (agreed across ranks): when it is not finite, the gradients are dropped so the weights
+    keep their last finite values (batch-norm statistics the bad batch made non-finite are reset), a checkpoint is
+    saved and training stops; ``ssl_hub.pretrain`` then raises
+    :class:`NonFiniteLossError` naming the checkpoint.
+    """
+
+    def __init__(self) -> None:
+        self.history: list[tuple[int, float]] = []  # (optimizer step, mean loss)
+        self.nonfinite_step: int | None = None
+        self._step_losses: list[torch.Tensor] = []
+        self._hook: RemovableHandle | None = None
+
+    def _record(self, module: nn.Module, args: Any, output: Any) -> None:
+        loss = output.get("loss") if isinstance(output, dict) else getattr(output, "loss", None)
+        if module.training and isinstance(loss, torch.Tensor):
+            self._step_losses.append(loss.detach().float())
+
+    def on_train_begin(
+        self, args: TrainingArguments, state: TrainerState, control: TrainerControl, **kwargs: Any
+    ) -> None:
+        model = kwargs["model"]
+        self._hook = model.register_forward_hook(self._record)
+
+    def on_pre_optimizer_step(
+        self, args: TrainingArguments, state: TrainerState, control: TrainerControl, **kwargs: Any
+    ) -> None:
+        if not self._step_losses:
+            return
+        step_loss = torch.stack(self._step_losses).mean()
+        self._step_losses.clear()
+        finite = torch.isfinite(step_loss).float()
+        if distributed.is_distributed():
+            finite = distributed.all_reduce_sum(finite) / distributed.world_size()
+        value = step_loss.item()
+        if finite.item() == 1.0:
+            self.history.append((state.global_step + 1, value))
+            return
+        self.nonfinite_step = state.global_step + 1
+        model = kwargs["model"]
+        for parameter in model.parameters():
+            parameter.grad = None  # optimizers skip parameters without a gradient: the weights stay finite
+        for module in model.modules():  # the bad batch may have poisoned normalisation statistics
+            if (
+                isinstance(module, _BatchNorm)
+                and module.track_running_stats
+                and not all(torch.isfinite(b).all() for b in (module.running_mean, module.running_var) if b is not None)
+            ):
+                module.reset_running_stats()
+        control.should_save = True
+        control.should_training_stop = True
+
+    def on_train_end(
+        self, args: TrainingArguments, state: TrainerState, control: TrainerControl, **kwargs: Any
+    ) -> None:
+        if self._hook is not None:
+            self._hook.remove()
+            self._hook = None
+
+    def final_loss(self, last_steps: int = 10) -> float | None:
+        """Mean loss of the last ``last_steps`` optimizer steps."""
+        if not self.history:
+            return None
+        tail = [loss for _, loss in self.history[-last_steps:]]
+        return sum(tail) / len(tail)
+
+    def curve(self, max_points: int = 200) -> list[list[float]]:
+        """The loss history averaged into at most ``max_points`` (step, loss) points."""
+        if len(self.history) <= max_points:
+            return [[step, loss] for step, loss in self.history]
+        size = math.ceil(len(self.history) / max_points)
+        bins = [self.history[i : i + size] for i in range(0, len(self.history), size)]
+        return [[b[-1][0], sum(loss for _, loss in b) / len(b)] for b in bins]

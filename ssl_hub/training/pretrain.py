@@ -1,0 +1,197 @@
+"""``ssl_hub.pretrain``: the stock transformers Trainer, the method's callbacks, data -> views, the hub folder."""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import torch
+from timm.data import IMAGENET_DEFAULT_MEAN, IMAGENET_DEFAULT_STD
+from timm.models import get_model_input_config
+from transformers import Trainer, TrainerCallback, TrainingArguments
+
+from ssl_hub.data.resolve import DataSplits, resolve_data
+from ssl_hub.data.views import MultiViewDataset, collate_views
+from ssl_hub.eval.knn import evaluate_knn
+from ssl_hub.methods.base import SSLMethod
+from ssl_hub.modules.backbone import fit_input_size
+from ssl_hub.training.callbacks import LossMonitor, NonFiniteLossError
+
+logger = logging.getLogger(__name__)
+
+DEMO_IMAGE_SIZE = 32
+
+
+@dataclass
+class PretrainResult:
+    """What :func:`pretrain` did: the Trainer, the training summary, evaluation results, and the hub folder."""
+
+    trainer: Trainer
+    training: dict[str, Any]
+    evaluation: list[dict[str, Any]] = field(default_factory=list)
+    dataset: dict[str, Any] = field(default_factory=dict)
+    output_dir: Path | None = None
+
+
+def recommended_training_arguments(method_class: type[SSLMethod]) -> dict[str, Any]:
+    """The ``TrainingArguments`` values ``pretrain`` and ``ssl-hub pretrain`` use unless told otherwise."""
+    return {
+        "output_dir": "ssl_hub-output",
+        "per_device_train_batch_size": 64,  # the Trainer's 8 starves contrastive losses of negatives
+        "dataloader_drop_last": True,  # a last batch of one image breaks BatchNorm and contrastive losses
+        "dataloader_pin_memory": torch.cuda.is_available(),
+        "logging_steps": 10,
+        **method_class.default_training_arguments(),
+    }
+
+
+def training_arguments(method: SSLMethod, **overrides: Any) -> TrainingArguments:
+    """``TrainingArguments`` with the method's recommended values, then ``overrides`` on top."""
+    return TrainingArguments(**{**recommended_training_arguments(type(method)), **overrides})
+
+
+def _precision(args: TrainingArguments) -> str:
+    return "bf16 mixed" if args.bf16 else "fp16 mixed" if args.fp16 else "fp32"
+
+
+def _warmup(args: TrainingArguments) -> str:
+    if not args.warmup_steps:
+        return ""
+    if 0 < args.warmup_steps < 1:
+        return f"{args.warmup_steps:.0%} of the steps"
+    return f"{int(args.warmup_steps)} steps"
+
+
+def pretrain(
+    method: SSLMethod,
+    dataset: Any = None,
+    training_args: TrainingArguments | dict[str, Any] | None = None,
+    *,
+    image_size: int | None = None,
+    transform: Callable[[Any], Sequence[Any]] | None = None,
+    eval_dataset: Any = None,
+    callbacks: Sequence[TrainerCallback] = (),
+    knn_k: int = 200,
+    knn_temperature: float = 0.1,
+    save: bool = True,
+    license: str = "apache-2.0",
+) -> PretrainResult:
+    """Pretrain ``method`` with the stock ``transformers.Trainer`` and write its hub folder.
+
+    The Trainer does the loop (devices, mixed precision, DDP under torchrun / accelerate, logging, checkpoints,
+    ``resume_from_checkpoint``); the method's :meth:`~SSLMethod.callbacks` add its step-dependent dynamics. When the
+    data has a labelled held-out split, the backbone's kNN top-1 before and after pretraining goes into the card.
+
+    Args:
+        method: The method to train (see :func:`ssl_hub.create_method`).
+        dataset: The images: ``None`` for the shipped demo set, a folder, a Hugging Face dataset (id or object), or
+            any torch Dataset (see :func:`ssl_hub.data.resolve.resolve_data`).
+        training_args: ``TrainingArguments``, or a dict of them merged over the method's recommended values.
+        image_size: View size in pixels; defaults to the transform's, 32 for the demo set, else the backbone's.
+        transform: Image -> list of views; defaults to ``method.make_transform(image_size)``.
+        eval_dataset: Labelled held-out images for the kNN evaluation (``dataset`` is the kNN bank).
+        callbacks: More Trainer callbacks.
+        knn_k: Neighbours of the kNN evaluation.
+        knn_temperature: Vote temperature of the kNN evaluation.
+        save: Write the hub folder into ``training_args.output_dir`` when done.
+        license: Licence of the weights, for the model card.
+
+    Raises:
+        NonFiniteLossError: The loss became NaN / infinite; the last finite state is saved as a checkpoint.
+    """
+    if not isinstance(training_args, TrainingArguments):
+        training_args = training_arguments(method, **(training_args or {}))
+    splits = resolve_data(dataset, eval_dataset)
+    image_size = (
+        image_size
+        or getattr(transform, "input_size", None)
+        or (DEMO_IMAGE_SIZE if dataset is None else get_model_input_config(method.backbone)["input_size"][-1])
+    )
+    fit_input_size(method.backbone, image_size)
+    transform = transform or method.make_transform(input_size=image_size)
+    normalize = getattr(transform, "normalize", None) or {"mean": IMAGENET_DEFAULT_MEAN, "std": IMAGENET_DEFAULT_STD}
+    data_config = {
+        "input_size": (3, image_size, image_size),
+        "interpolation": "bicubic",
+        "mean": tuple(normalize["mean"]),
+        "std": tuple(normalize["std"]),
+        "crop_pct": 1.0,
+        "crop_mode": "center",
+    }
+    evaluate = splits.test is not None and splits.train.has_labels and splits.test.has_labels
+    is_main = training_args.process_index == 0
+    method.to(training_args.device)
+    knn_before = _knn(method, splits, data_config, knn_k, knn_temperature) if evaluate and is_main else None
+
+    monitor = LossMonitor()
+    trainer = Trainer(
+        model=method,
+        args=training_args,
+        train_dataset=MultiViewDataset(splits.train, transform),
+        data_collator=collate_views,
+        callbacks=[*method.callbacks(), monitor, *callbacks],
+    )
+    trainer.train(resume_from_checkpoint=training_args.resume_from_checkpoint)
+    if monitor.nonfinite_step is not None:
+        raise NonFiniteLossError(
+            f"The loss became NaN or infinite at step {monitor.nonfinite_step}; training stopped before that step "
+            f"changed the weights, and the last finite state is saved in {training_args.output_dir}/checkpoint-"
+            f"{trainer.state.global_step}. Lower the learning rate, set --max_grad_norm, or train in fp32, then "
+            "resume with --resume_from_checkpoint."
+        )
+
+    training = {
+        "global_step": trainer.state.global_step,
+        "epochs": trainer.state.epoch or 0.0,
+        "per_device_batch_size": training_args.per_device_train_batch_size,
+        "world_size": training_args.world_size,
+        "gradient_accumulation_steps": training_args.gradient_accumulation_steps,
+        "global_batch_size": training_args.per_device_train_batch_size
+        * training_args.world_size
+        * training_args.gradient_accumulation_steps,
+        "optimizer": str(training_args.optim.value if hasattr(training_args.optim, "value") else training_args.optim),
+        "learning_rate": training_args.learning_rate,
+        "weight_decay": training_args.weight_decay,
+        "lr_scheduler": str(getattr(training_args.lr_scheduler_type, "value", training_args.lr_scheduler_type)),
+        "warmup": _warmup(training_args),
+        "precision": _precision(training_args),
+        "seed": training_args.seed,
+        "image_size": image_size,
+        "final_loss": monitor.final_loss(),
+        "loss_history": monitor.curve(),
+        "runtime_seconds": round(float(trainer.state.log_history[-1].get("train_runtime", 0.0)), 1)
+        if trainer.state.log_history
+        else 0.0,
+        "augmentation": repr(transform),
+    }
+    result = PretrainResult(trainer=trainer, training=training, dataset=splits.info)
+    if knn_before is not None:
+        knn_after = _knn(method, splits, data_config, knn_k, knn_temperature)
+        result.evaluation.append(
+            {
+                "name": f"kNN top-1 (k={knn_k}, t={knn_temperature})",
+                "metric": "knn_top1",
+                "value": knn_after,
+                "untrained_value": knn_before,
+                "dataset_name": splits.info.get("name", "dataset"),
+                "dataset_id": splits.info.get("hub_id") or splits.info.get("name", "dataset"),
+                "split": "test",
+                "config": f"k={knn_k},t={knn_temperature}",
+            }
+        )
+        logger.info("kNN top-1: %.2f %% (before pretraining: %.2f %%)", knn_after, knn_before)
+    method.hub_info.update(
+        data_config=data_config, training=training, evaluation=result.evaluation, dataset=splits.info, license=license
+    )
+    if save and trainer.is_world_process_zero():
+        result.output_dir = method.save_pretrained(str(training_args.output_dir))
+    return result
+
+
+def _knn(method: SSLMethod, splits: DataSplits, data_config: dict[str, Any], k: int, temperature: float) -> float:
+    if splits.test is None:
+        raise ValueError("kNN evaluation needs a held-out split.")
+    return evaluate_knn(method.backbone, splits.train, splits.test, data_config, k, temperature)

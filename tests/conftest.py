@@ -1,0 +1,59 @@
+"""Test setup: one torch thread per process, no network, a private HF cache; small shared fixtures."""
+
+from __future__ import annotations
+
+import os
+import tempfile
+
+# Before torch / huggingface_hub are imported anywhere: nothing here may reach the internet, and torch's thread
+# pool oversubscribes 2 busy cores badly (tiny models ran 500x slower under load).
+os.environ.setdefault("OMP_NUM_THREADS", "1")
+os.environ.setdefault("MKL_NUM_THREADS", "1")
+os.environ["HF_HUB_OFFLINE"] = "1"
+os.environ["HF_HOME"] = tempfile.mkdtemp(prefix="ssl_hub-tests-hf-home-")
+os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
+os.environ.setdefault("WANDB_DISABLED", "true")
+
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+from PIL import Image
+
+torch.set_num_threads(1)
+
+TINY_BACKBONES = ["test_resnet", "test_vit", "test_convnext"]
+
+
+def random_images(count: int, size: int = 32, seed: int = 0) -> np.ndarray:
+    """``(count, size, size, 3)`` uint8 images with some structure (blobs), not just noise."""
+    rng = np.random.default_rng(seed)
+    yy, xx = np.mgrid[:size, :size]
+    images = np.empty((count, size, size, 3), dtype=np.uint8)
+    for i in range(count):
+        cy, cx = rng.uniform(0, size, 2).tolist()
+        radius = rng.uniform(size / 8, size / 3)
+        mask = (yy - cy) ** 2 + (xx - cx) ** 2 < radius**2
+        background, foreground = rng.integers(0, 256, 3), rng.integers(0, 256, 3)
+        images[i] = np.where(mask[..., None], foreground, background)
+    return images
+
+
+@pytest.fixture
+def image_folder(tmp_path: Path) -> Path:
+    """``root/{cat,dog}/*.png``: 6 labelled RGB images, two of them one level deeper."""
+    root = tmp_path / "images"
+    for i, array in enumerate(random_images(6, 40)):
+        label = "cat" if i % 2 else "dog"
+        folder = root / label / ("nested" if i < 2 else "")
+        folder.mkdir(parents=True, exist_ok=True)
+        Image.fromarray(array).save(folder / f"img{i}.png")
+    return root
+
+
+@pytest.fixture
+def views() -> list[torch.Tensor]:
+    """Two fixed batches of four 32 px views."""
+    generator = torch.Generator().manual_seed(0)
+    return [torch.randn(4, 3, 32, 32, generator=generator) for _ in range(2)]

@@ -1,0 +1,97 @@
+"""The ``ssl-hub`` command, run as users run it: a subprocess."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+from huggingface_hub import ModelCard
+
+import ssl_hub
+
+
+def ssl_hub_command(*args: str) -> subprocess.CompletedProcess[str]:
+    env = {**os.environ, "OMP_NUM_THREADS": "1"}
+    return subprocess.run(
+        [sys.executable, "-m", "ssl_hub.cli", *args], capture_output=True, text=True, env=env, timeout=600
+    )
+
+
+def test_pretrain_on_the_demo_set_writes_a_complete_folder_with_knn_in_the_card(tmp_path: Path) -> None:
+    out = tmp_path / "out"
+    run = ssl_hub_command(
+        "pretrain",
+        "--method",
+        "simclr",
+        "--backbone",
+        "test_resnet",
+        "--output-dir",
+        str(out),
+        "--max_steps",
+        "4",
+        "--per_device_train_batch_size",
+        "32",
+        "--temperature",
+        "0.2",
+        "--disable_tqdm",
+        "true",
+    )
+    assert run.returncode == 0, run.stderr[-3000:]
+    assert {"config.json", "model.safetensors", "README.md", "loss_curve.png", "ssl"} <= {p.name for p in out.iterdir()}
+    assert {p.name for p in (out / "ssl").iterdir()} == {"config.json", "model.safetensors"}
+
+    config = json.loads((out / "config.json").read_text())
+    assert config["ssl_hub"]["method_config"]["temperature"] == 0.2  # a method flag reached the method
+    assert config["ssl_hub"]["training"]["global_step"] == 4
+    assert config["ssl_hub"]["dataset"]["hub_id"] == "zalando-datasets/fashion_mnist"
+
+    card = ModelCard.load(out / "README.md")
+    results = card.data.eval_results
+    assert results is not None
+    assert len(results) == 1
+    knn = results[0]
+    assert knn.metric_type == "accuracy"
+    assert knn.dataset_split == "test"
+    assert 10.0 < knn.metric_value <= 100.0  # percent, above chance on 10 classes
+    evaluation = config["ssl_hub"]["evaluation"][0]
+    assert f"{evaluation['value']:.2f} %" in card.text
+    assert f"{evaluation['untrained_value']:.2f} %" in card.text  # the untrained backbone's kNN beside it
+    assert "![Training loss](loss_curve.png)" in card.text
+
+
+def test_methods_lists_every_registered_method() -> None:
+    run = ssl_hub_command("methods")
+    assert run.returncode == 0
+    assert [line.split()[0] for line in run.stdout.splitlines()] == ssl_hub.list_methods()
+
+
+def test_unknown_method_and_unknown_backbone_fail_with_clear_messages(tmp_path: Path) -> None:
+    run = ssl_hub_command("pretrain", "--method", "simclrr", "--backbone", "test_resnet", "--output-dir", str(tmp_path))
+    assert run.returncode == 2
+    assert "Unknown method 'simclrr'. Did you mean 'simclr'?" in run.stderr
+
+    run = ssl_hub_command("pretrain", "--method", "simclr", "--backbone", "resnet181", "--output-dir", str(tmp_path))
+    assert run.returncode == 1
+    assert "Unknown backbone 'resnet181'" in run.stderr
+    assert "Traceback" not in run.stderr
+
+
+def test_empty_data_folder_fails_with_a_clear_message(tmp_path: Path) -> None:
+    (tmp_path / "data").mkdir()
+    run = ssl_hub_command(
+        "pretrain",
+        "--method",
+        "simclr",
+        "--backbone",
+        "test_resnet",
+        "--data",
+        str(tmp_path / "data"),
+        "--output-dir",
+        str(tmp_path / "out"),
+    )
+    assert run.returncode == 1
+    assert "No images found under" in run.stderr
+    assert "Traceback" not in run.stderr

@@ -1,0 +1,70 @@
+"""The contract every registered method keeps, on each tiny timm backbone: Trainer steps, save, load."""
+
+from __future__ import annotations
+
+import copy
+from pathlib import Path
+
+import pytest
+import timm
+import torch
+from conftest import TINY_BACKBONES, random_images
+
+import ssl_hub
+from ssl_hub.data import ArrayImageDataset
+
+METHODS = ssl_hub.list_methods()
+
+
+def train_a_few_steps(method: ssl_hub.SSLMethod, output_dir: Path, steps: int = 3, save: bool = False):
+    data = ArrayImageDataset(random_images(24, 32))
+    args = {
+        "output_dir": str(output_dir),
+        "max_steps": steps,
+        "per_device_train_batch_size": 8,
+        "learning_rate": 1e-2,
+        "save_strategy": "no",
+        "use_cpu": True,
+        "disable_tqdm": True,
+    }
+    return ssl_hub.pretrain(method, data, args, image_size=32, save=save)
+
+
+@pytest.mark.parametrize("backbone", TINY_BACKBONES)
+@pytest.mark.parametrize("name", METHODS)
+def test_trainer_steps_change_the_loss_and_the_backbone(name: str, backbone: str, tmp_path: Path) -> None:
+    method = ssl_hub.create_method(name, backbone=backbone)
+    before = copy.deepcopy(method.backbone.state_dict())
+    result = train_a_few_steps(method, tmp_path)
+    losses = [loss for _, loss in result.training["loss_history"]]
+    assert len(losses) == 3
+    assert all(torch.isfinite(torch.tensor(losses)))
+    assert len(set(losses)) > 1
+    after = method.backbone.state_dict()
+    changed = [k for k in before if before[k].is_floating_point() and not torch.equal(before[k], after[k])]
+    assert len(changed) > len(before) // 2, "most backbone tensors should move"
+
+
+@pytest.mark.parametrize("name", METHODS)
+def test_save_then_timm_and_load_method_agree(name: str, tmp_path: Path, views: list[torch.Tensor]) -> None:
+    method = ssl_hub.create_method(name, backbone="test_resnet")
+    train_a_few_steps(method, tmp_path / "run", steps=2)
+    folder = method.save_pretrained(tmp_path / "hub")
+
+    backbone = timm.create_model(f"local-dir:{folder}", pretrained=True).eval()
+    method.eval()
+    with torch.no_grad():
+        torch.testing.assert_close(backbone(views[0]), method.backbone(views[0]), rtol=0, atol=0)
+
+    restored = ssl_hub.load_method(folder)
+    assert type(restored) is type(method)
+    assert restored.config == method.config
+    assert restored.hub_info["data_config"]["input_size"] == [3, 32, 32]  # what pretrain trained on
+    original_state, restored_state = method.state_dict(), restored.state_dict()
+    assert original_state.keys() == restored_state.keys()
+    for key, value in original_state.items():
+        torch.testing.assert_close(restored_state[key], value, rtol=0, atol=0, msg=key)
+    method.train()
+    restored.train()
+    with torch.no_grad():
+        torch.testing.assert_close(restored(views=views).loss, method(views=views).loss, rtol=0, atol=0)

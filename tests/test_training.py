@@ -1,0 +1,67 @@
+"""Trainer integration beyond the happy path: a NaN loss stops training without losing the last good state."""
+
+from __future__ import annotations
+
+import copy
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+import pytest
+import torch
+from conftest import random_images
+from transformers import TrainerCallback
+
+import ssl_hub
+from ssl_hub.data import ArrayImageDataset
+from ssl_hub.methods import SimCLR, SSLMethodOutput
+from ssl_hub.training import NonFiniteLossError
+
+
+class NaNAtThirdStep(SimCLR):
+    """SimCLR whose third batch holds NaN pixels (so activations, BN statistics and the loss turn NaN)."""
+
+    calls = 0
+
+    def forward(self, views: Sequence[torch.Tensor]) -> SSLMethodOutput:
+        self.calls += 1
+        if self.calls == 3:
+            views = [v * float("nan") for v in views]
+        return super().forward(views)
+
+
+class Snapshots(TrainerCallback):
+    def __init__(self) -> None:
+        self.states: dict[int, dict[str, torch.Tensor]] = {}
+
+    def on_step_end(self, args: Any, state: Any, control: Any, model: torch.nn.Module, **kwargs: Any) -> None:
+        self.states[state.global_step] = copy.deepcopy(model.state_dict())
+
+
+def test_nan_loss_stops_training_keeps_the_last_finite_weights_and_saves_them(tmp_path: Path) -> None:
+    method = NaNAtThirdStep("test_resnet")
+    snapshots = Snapshots()
+    with pytest.raises(NonFiniteLossError, match=r"step 3.*checkpoint-3.*--resume_from_checkpoint") as error:
+        ssl_hub.pretrain(
+            method,
+            ArrayImageDataset(random_images(32, 32)),
+            {
+                "output_dir": str(tmp_path),
+                "max_steps": 10,
+                "per_device_train_batch_size": 8,
+                "use_cpu": True,
+                "save_strategy": "no",
+                "disable_tqdm": True,
+            },
+            image_size=32,
+            callbacks=[snapshots],
+        )
+    assert method.calls == 3  # stopped at once
+    final = dict(method.named_parameters())
+    last_good = snapshots.states[2]
+    for key, value in final.items():  # the NaN step changed no weight
+        torch.testing.assert_close(value.detach(), last_good[key], rtol=0, atol=0, msg=key)
+    assert all(torch.isfinite(v).all() for v in method.state_dict().values() if v.is_floating_point())
+    assert (tmp_path / "checkpoint-3" / "model.safetensors").is_file()
+    assert not (tmp_path / "config.json").exists(), "a failed run must not publish a hub folder"
+    assert "checkpoint-3" in str(error.value)

@@ -1,0 +1,73 @@
+"""Multi-view augmentations built from torchvision.transforms.v2."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+from conftest import random_images
+from PIL import Image
+from torchvision.transforms import InterpolationMode, v2
+
+from ssl_hub.transforms import IMAGENET_NORMALIZE, MultiViewTransform, SimCLRTransform, SimCLRViewTransform
+
+
+@pytest.fixture
+def image() -> Image.Image:
+    return Image.fromarray(random_images(1, 40)[0])
+
+
+def test_simclr_transform_returns_two_normalised_views(image: Image.Image) -> None:
+    transform = SimCLRTransform(input_size=24)
+    views = transform(image)
+    assert len(views) == 2
+    assert all(v.shape == (3, 24, 24) and v.dtype == torch.float32 for v in views)
+    assert not torch.equal(views[0], views[1])  # two independent random draws
+    assert transform.input_size == 24
+    assert transform.normalize == IMAGENET_NORMALIZE
+
+
+def test_with_every_augmentation_off_a_view_is_a_resize_and_normalisation(image: Image.Image) -> None:
+    view = SimCLRViewTransform(
+        input_size=20,
+        cj_prob=0.0,
+        min_scale=1.0,
+        random_gray_scale=0.0,
+        gaussian_blur=0.0,
+        hf_prob=0.0,
+        normalize={"mean": (0.5, 0.5, 0.5), "std": (0.25, 0.25, 0.25)},
+    )
+    square = image.crop((0, 0, 40, 40))
+    expected = v2.Compose(
+        [
+            v2.Resize((20, 20), interpolation=InterpolationMode.BICUBIC),
+            v2.ToImage(),
+            v2.ToDtype(torch.float32, scale=True),
+            v2.Normalize([0.5] * 3, [0.25] * 3),
+        ]
+    )(square)
+    torch.manual_seed(0)  # a full-scale crop of a square image with ratio 1 is the whole image
+    outputs = [view(square) for _ in range(5)]
+    assert any(torch.allclose(o, expected, atol=1e-5) for o in outputs)
+
+
+def test_grayscale_probability_one_gives_equal_channels(image: Image.Image) -> None:
+    view = SimCLRViewTransform(input_size=16, random_gray_scale=1.0, cj_prob=0.0, normalize=None)
+    out = view(image)
+    assert torch.allclose(out[0], out[1])
+    assert torch.allclose(out[1], out[2])
+
+
+@pytest.mark.parametrize(
+    ("argument", "value"),
+    [("cj_prob", 1.5), ("gaussian_blur", -0.1), ("hf_prob", 2.0), ("min_scale", 0.0 - 1), ("input_size", 0)],
+)
+def test_out_of_range_arguments_are_refused_by_name(argument: str, value: float) -> None:
+    with pytest.raises(ValueError, match=argument):
+        SimCLRTransform(**{argument: value})
+
+
+def test_multi_view_transform_keeps_view_order(image: Image.Image) -> None:
+    transform = MultiViewTransform([lambda _: torch.zeros(1), lambda _: torch.ones(1)])
+    assert [v.item() for v in transform(image)] == [0.0, 1.0]
+    with pytest.raises(ValueError, match="at least one"):
+        MultiViewTransform([])
