@@ -101,7 +101,7 @@ class FixedViews(torch.utils.data.Dataset):
 def benchmark(name: str, args: argparse.Namespace, device: torch.device) -> dict[str, Any]:
     torch.manual_seed(0)
     method = ssl_hub.create_method(name, backbone=args.backbone).to(device)
-    ssl_hub.modules.backbone.fit_input_size(method.backbone, args.image_size)
+    method.fit_input_size(args.image_size)
     views = [v.to(device) for v in make_views(method, args.batch_size, args.image_size)]
     bare = ssl_hub.modules.backbone.create_backbone(args.backbone).to(device)
     ssl_hub.modules.backbone.fit_input_size(bare, args.image_size)

@@ -133,13 +133,14 @@ def save_hub_folder(
         "license": license,
     }
     info = {**method.hub_info, **{k: v for k, v in given.items() if v is not None}}
-    data_config = {**default_data_config(method.backbone), **info.get("data_config", {})}
+    data_config = {**default_data_config(getattr(method, method.published_backbone)), **info.get("data_config", {})}
     training = info.get("training")
     ssl_block = {
         "version": __version__,
         "method": method.name,
         "method_config": method.config.to_dict(),
         "backbone_source": method.backbone_source,
+        "published_backbone": method.published_backbone,
         "training": training,
         "evaluation": info.get("evaluation"),
         "dataset": info.get("dataset"),
@@ -147,7 +148,8 @@ def save_hub_folder(
     }
     staging = Path(tempfile.mkdtemp(prefix=".ssl_hub-", dir=target))
     try:
-        hub_config = write_backbone(method.backbone, staging, data_config, {"ssl_hub": ssl_block})
+        published = getattr(method, method.published_backbone)
+        hub_config = write_backbone(published, staging, data_config, {"ssl_hub": ssl_block})
         _write_method_state(method, staging / SSL_DIR)
         if training is not None and has_loss_curve(training):
             plot_loss_curve(training["loss_history"], staging / LOSS_CURVE_NAME)
@@ -159,13 +161,16 @@ def save_hub_folder(
     return target
 
 
+def _ssl_state_keys(method: SSLMethod) -> list[str]:
+    """Keys of ``method.state_dict()`` that ``ssl/`` holds: all but the published backbone's."""
+    prefix = method.published_backbone + "."
+    return [name for name in method.state_dict() if not name.startswith(prefix)]
+
+
 def _write_method_state(method: SSLMethod, folder: Path) -> None:
     folder.mkdir()
-    state = {
-        name: tensor.detach().contiguous().clone()
-        for name, tensor in method.state_dict().items()
-        if not name.startswith("backbone.")
-    }
+    state = method.state_dict()
+    state = {name: state[name].detach().contiguous().clone() for name in _ssl_state_keys(method)}
     safetensors.torch.save_file(state, str(folder / WEIGHTS_NAME), metadata={"format": "pt"})
     config = {
         "format": "ssl_hub.method",
@@ -286,7 +291,9 @@ def load_method(source: str | Path) -> SSLMethod:
         raise HubFolderError(
             f"{ssl_config_path}: its method_config does not build {method_class.name}: {error}"
         ) from error
-    expected = {k for k in method.state_dict() if not k.startswith("backbone.")}
+    if method.published_backbone != "backbone":  # the published weights are the teacher's, say
+        getattr(method, method.published_backbone).load_state_dict(backbone.state_dict())
+    expected = set(_ssl_state_keys(method))
     if stored_keys != expected:
         missing, unexpected = sorted(expected - stored_keys), sorted(stored_keys - expected)
         raise HubFolderError(

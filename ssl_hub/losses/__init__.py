@@ -1,5 +1,4 @@
 """SSL losses, one file each, with LightlySSL's names and the papers' defaults."""
 
-from ssl_hub.losses.ntxent import NTXentLoss
-
-__all__ = ["NTXentLoss"]
+# One line per loss file (explicit re-exports: `X as X`).
+from ssl_hub.losses.ntxent import NTXentLoss as NTXentLoss

@@ -13,7 +13,7 @@ import torch
 from torch import nn
 from transformers.utils import ModelOutput
 
-from ssl_hub.modules.backbone import create_backbone, feature_dim
+from ssl_hub.modules.backbone import create_backbone, feature_dim, fit_input_size
 from ssl_hub.transforms.multi_view import MultiViewTransform
 
 if TYPE_CHECKING:
@@ -99,6 +99,11 @@ class SSLMethod(nn.Module):
     config_class: ClassVar[type[MethodConfig]] = MethodConfig
     transform_class: ClassVar[type[MultiViewTransform]]
     paper: ClassVar[Paper]
+    # Masked-image methods work on timm ViTs only (see ssl_hub.modules for the adapter); the others on any backbone.
+    requires_vit: ClassVar[bool] = False
+    # The submodule published as config.json + model.safetensors: the student "backbone" by default; a method whose
+    # EMA teacher is the better encoder (DINO) names it instead, and the student then lives in ssl/.
+    published_backbone: ClassVar[str] = "backbone"
     # Read by transformers.Trainer: the batch key holding the inputs, and no loss kwargs in forward.
     main_input_name: ClassVar[str] = "views"
     accepts_loss_kwargs: ClassVar[bool] = False
@@ -137,6 +142,13 @@ class SSLMethod(nn.Module):
             raise ValueError(
                 f"{type(self).__name__} takes views of one shape (B, C, H, W), got {[tuple(v.shape) for v in views]}."
             )
+
+    def fit_input_size(self, image_size: int) -> None:
+        """Adapt every timm model inside (the backbone and any teacher copy) to ``image_size`` when it needs a fixed
+        input size (ViTs built for 224 px); see :func:`ssl_hub.modules.backbone.fit_input_size`."""
+        for module in self.modules():
+            if hasattr(module, "pretrained_cfg"):
+                fit_input_size(module, image_size)
 
     def make_transform(self, input_size: int = 224, **kwargs: Any) -> MultiViewTransform:
         """The method's default augmentation: image -> list of views. ``kwargs`` override its arguments."""

@@ -1,5 +1,7 @@
 """Reusable modules: memory banks, the backbone factory, EMA helpers, the masked-ViT adapter."""
 
-from ssl_hub.modules.memory_bank import MemoryBankModule
-
-__all__ = ["MemoryBankModule"]
+from ssl_hub.modules.ema import activate_requires_grad as activate_requires_grad
+from ssl_hub.modules.ema import deactivate_requires_grad as deactivate_requires_grad
+from ssl_hub.modules.ema import ema_copy as ema_copy
+from ssl_hub.modules.ema import update_momentum as update_momentum
+from ssl_hub.modules.memory_bank import MemoryBankModule as MemoryBankModule

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import math
+from collections.abc import Sequence
 from typing import Any
 
 import torch
@@ -12,6 +13,8 @@ from torch.utils.hooks import RemovableHandle
 from transformers import TrainerCallback, TrainerControl, TrainerState, TrainingArguments
 
 from ssl_hub import distributed
+from ssl_hub.modules.ema import update_momentum
+from ssl_hub.training.schedules import cosine_schedule, steps_per_epoch
 
 
 class NonFiniteLossError(RuntimeError):
@@ -94,3 +97,65 @@ class LossMonitor(TrainerCallback):
         size = math.ceil(len(self.history) / max_points)
         bins = [self.history[i : i + size] for i in range(0, len(self.history), size)]
         return [[b[-1][0], sum(loss for _, loss in b) / len(b)] for b in bins]
+
+
+class EMAUpdateCallback(TrainerCallback):
+    """After each optimizer step, move each teacher towards its student by the scheduled momentum.
+
+    The momentum of the update after step ``k`` (0-based) is ``cosine_schedule(k, max_steps, start, end)``: BYOL's
+    schedule, from ``momentum_start`` to ``momentum_end`` (give equal values for a constant momentum, as MoCo).
+
+    Args:
+        pairs: ``(student, teacher)`` modules with the same parameter layout.
+        momentum_start: Momentum of the first update.
+        momentum_end: Momentum of the last update.
+    """
+
+    def __init__(self, pairs: Sequence[tuple[nn.Module, nn.Module]], momentum_start: float, momentum_end: float):
+        self.pairs = list(pairs)
+        self.momentum_start = momentum_start
+        self.momentum_end = momentum_end
+
+    def momentum(self, step: int, max_steps: int) -> float:
+        return cosine_schedule(step, max_steps, self.momentum_start, self.momentum_end)
+
+    def on_step_end(self, args: TrainingArguments, state: TrainerState, control: TrainerControl, **kwargs: Any):
+        momentum = self.momentum(state.global_step - 1, state.max_steps)
+        for student, teacher in self.pairs:
+            update_momentum(student, teacher, momentum)
+
+
+class FreezeParametersCallback(TrainerCallback):
+    """Keep parameters unchanged for the first steps of training (DINO's last layer, SwaV's prototypes).
+
+    Their gradients are dropped before each optimizer step of the frozen period, so neither the gradient nor weight
+    decay or momentum moves them.
+
+    Args:
+        parameters: The parameters to freeze.
+        frozen_steps: Number of frozen optimizer steps; or
+        frozen_epochs: Number of frozen epochs (converted with the run's steps per epoch).
+    """
+
+    def __init__(
+        self, parameters: Sequence[nn.Parameter], frozen_steps: int | None = None, frozen_epochs: float | None = None
+    ) -> None:
+        if (frozen_steps is None) == (frozen_epochs is None):
+            raise ValueError("FreezeParametersCallback takes frozen_steps or frozen_epochs, exactly one of them.")
+        self.parameters = list(parameters)
+        self.frozen_steps = frozen_steps
+        self.frozen_epochs = frozen_epochs
+
+    def frozen_until(self, state: TrainerState) -> int:
+        """The first step index at which the parameters train."""
+        if self.frozen_steps is not None:
+            return self.frozen_steps
+        epochs = self.frozen_epochs or 0.0
+        return round(epochs * steps_per_epoch(state.max_steps, state.num_train_epochs))
+
+    def on_pre_optimizer_step(
+        self, args: TrainingArguments, state: TrainerState, control: TrainerControl, **kwargs: Any
+    ) -> None:
+        if state.global_step < self.frozen_until(state):
+            for parameter in self.parameters:
+                parameter.grad = None

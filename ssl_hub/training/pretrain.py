@@ -17,7 +17,6 @@ from ssl_hub.data.resolve import DataSplits, resolve_data
 from ssl_hub.data.views import MultiViewDataset, collate_views
 from ssl_hub.eval.knn import evaluate_knn
 from ssl_hub.methods.base import SSLMethod
-from ssl_hub.modules.backbone import fit_input_size
 from ssl_hub.training.callbacks import LossMonitor, NonFiniteLossError
 
 logger = logging.getLogger(__name__)
@@ -110,7 +109,7 @@ def pretrain(
         or getattr(transform, "input_size", None)
         or (DEMO_IMAGE_SIZE if dataset is None else get_model_input_config(method.backbone)["input_size"][-1])
     )
-    fit_input_size(method.backbone, image_size)
+    method.fit_input_size(image_size)
     transform = transform or method.make_transform(input_size=image_size)
     normalize = getattr(transform, "normalize", None) or {"mean": IMAGENET_DEFAULT_MEAN, "std": IMAGENET_DEFAULT_STD}
     data_config = {

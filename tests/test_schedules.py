@@ -1,0 +1,83 @@
+"""Schedule functions and the generic step-dependent callbacks (EMA teachers, frozen parameters)."""
+
+from __future__ import annotations
+
+import math
+
+import pytest
+import torch
+from torch import nn
+from transformers import TrainerControl, TrainerState, TrainingArguments
+
+from ssl_hub.modules import ema_copy, update_momentum
+from ssl_hub.training import (
+    EMAUpdateCallback,
+    FreezeParametersCallback,
+    cosine_schedule,
+    linear_warmup_schedule,
+    steps_per_epoch,
+)
+
+
+def test_cosine_schedule_follows_byol_formula() -> None:
+    # BYOL: tau_k = 1 - (1 - tau_base) (cos(pi k / K) + 1) / 2, here with K = max_steps - 1 so the last step ends it.
+    for step in range(11):
+        expected = 1 - (1 - 0.99) * (math.cos(math.pi * step / 10) + 1) / 2
+        assert cosine_schedule(step, 11, 0.99, 1.0) == pytest.approx(expected)
+    assert cosine_schedule(50, 11, 0.99, 1.0) == 1.0
+    assert cosine_schedule(0, 1, 0.5, 1.0) == 1.0
+    assert cosine_schedule(5, 100, 0.0, 1.0, period=10) == pytest.approx(0.5)
+    with pytest.raises(ValueError, match="step"):
+        cosine_schedule(-1, 10, 0.0, 1.0)
+
+
+def test_linear_warmup_then_constant() -> None:
+    assert [linear_warmup_schedule(s, 4, 0.04, 0.08) for s in (0, 2, 4, 9)] == pytest.approx([0.04, 0.06, 0.08, 0.08])
+    assert linear_warmup_schedule(0, 0, 0.04, 0.08) == 0.08
+    assert steps_per_epoch(100, 3) == 34
+
+
+def test_update_momentum_is_the_exact_moving_average() -> None:
+    student = nn.Linear(3, 2)
+    teacher = ema_copy(student)
+    assert all(not p.requires_grad for p in teacher.parameters())
+    with torch.no_grad():
+        for p in student.parameters():
+            p.add_(1.0)
+    before = [p.clone() for p in teacher.parameters()]
+    update_momentum(student, teacher, 0.9)
+    for t, b, s in zip(teacher.parameters(), before, student.parameters(), strict=True):
+        torch.testing.assert_close(t, 0.9 * b + 0.1 * s)
+    with pytest.raises(ValueError, match=r"\[0, 1\]"):
+        update_momentum(student, teacher, 1.5)
+
+
+def state_at(step: int, max_steps: int = 10, epochs: float = 2.0) -> TrainerState:
+    state = TrainerState()
+    state.global_step, state.max_steps, state.num_train_epochs = step, max_steps, epochs
+    return state
+
+
+def test_ema_callback_applies_the_scheduled_momentum_of_the_step_just_taken() -> None:
+    student = nn.Linear(2, 2)
+    teacher = ema_copy(student)
+    with torch.no_grad():
+        student.weight.fill_(1.0)
+        teacher.weight.fill_(0.0)
+    callback = EMAUpdateCallback([(student, teacher)], momentum_start=0.9, momentum_end=1.0)
+    args = TrainingArguments(output_dir="unused", report_to="none")
+    callback.on_step_end(args, state_at(step=3), TrainerControl())  # after the optimizer step with index 2
+    m = cosine_schedule(2, 10, 0.9, 1.0)
+    torch.testing.assert_close(teacher.weight, torch.full((2, 2), 1.0 - m))
+
+
+def test_frozen_parameters_lose_their_gradient_during_the_frozen_epochs_only() -> None:
+    layer = nn.Linear(2, 2)
+    callback = FreezeParametersCallback(list(layer.parameters()), frozen_epochs=1)  # 5 steps per epoch here
+    args = TrainingArguments(output_dir="unused", report_to="none")
+    for step, frozen in [(0, True), (4, True), (5, False)]:
+        layer.weight.grad = torch.ones(2, 2)
+        callback.on_pre_optimizer_step(args, state_at(step), TrainerControl())
+        assert (layer.weight.grad is None) == frozen, step
+    with pytest.raises(ValueError, match="exactly one"):
+        FreezeParametersCallback([], frozen_steps=1, frozen_epochs=1)
