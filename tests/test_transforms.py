@@ -8,7 +8,13 @@ from conftest import random_images
 from PIL import Image
 from torchvision.transforms import InterpolationMode, v2
 
-from ssl_hub.transforms import IMAGENET_NORMALIZE, MultiViewTransform, SimCLRTransform, SimCLRViewTransform
+from ssl_hub.transforms import (
+    IMAGENET_NORMALIZE,
+    BYOLTransform,
+    MultiViewTransform,
+    SimCLRTransform,
+    SimCLRViewTransform,
+)
 
 
 @pytest.fixture
@@ -71,3 +77,17 @@ def test_multi_view_transform_keeps_view_order(image: Image.Image) -> None:
     assert [v.item() for v in transform(image)] == [0.0, 1.0]
     with pytest.raises(ValueError, match="at least one"):
         MultiViewTransform([])
+
+
+def test_byol_views_differ_in_blur_and_solarization(image: Image.Image) -> None:
+    transform = BYOLTransform(input_size=16)
+    assert [v.shape for v in transform(image)] == [(3, 16, 16), (3, 16, 16)]
+    probabilities = [
+        {type(t.transforms[0]).__name__: t.p for t in view.transforms if isinstance(t, v2.RandomApply)}
+        | {"solarize": next(t.p for t in view.transforms if isinstance(t, v2.RandomSolarize))}
+        for view in transform.transforms
+    ]
+    assert probabilities[0]["GaussianBlur"] == 1.0
+    assert probabilities[0]["solarize"] == 0.0
+    assert probabilities[1]["GaussianBlur"] == 0.1
+    assert probabilities[1]["solarize"] == 0.2

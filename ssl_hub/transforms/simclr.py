@@ -5,15 +5,10 @@ from __future__ import annotations
 from collections.abc import Sequence
 from typing import Any
 
-from torchvision.transforms import InterpolationMode, v2
+from torchvision.transforms import v2
 
-from ssl_hub._validation import check_non_negative, check_positive_int, check_probability
-from ssl_hub.transforms.multi_view import (
-    IMAGENET_NORMALIZE,
-    MultiViewTransform,
-    blur_kernel_size,
-    to_normalized_tensor,
-)
+from ssl_hub.transforms.multi_view import IMAGENET_NORMALIZE, MultiViewTransform
+from ssl_hub.transforms.view import view_augmentation
 
 
 class SimCLRViewTransform(v2.Compose):
@@ -61,47 +56,28 @@ class SimCLRViewTransform(v2.Compose):
         rr_degrees: float | Sequence[float] | None = None,
         normalize: dict[str, tuple[float, ...]] | None = IMAGENET_NORMALIZE,
     ) -> None:
-        owner = type(self).__name__
-        check_positive_int("input_size", input_size, owner)
-        for name, value in [
-            ("cj_prob", cj_prob),
-            ("random_gray_scale", random_gray_scale),
-            ("gaussian_blur", gaussian_blur),
-            ("vf_prob", vf_prob),
-            ("hf_prob", hf_prob),
-            ("rr_prob", rr_prob),
-            ("min_scale", min_scale),
-            ("cj_hue", cj_hue * cj_strength),
-        ]:
-            check_probability(name, value, owner)
-        for name, value in [
-            ("cj_strength", cj_strength),
-            ("cj_bright", cj_bright),
-            ("cj_contrast", cj_contrast),
-            ("cj_sat", cj_sat),
-        ]:
-            check_non_negative(name, value, owner)
-        color_jitter = v2.ColorJitter(
-            brightness=cj_strength * cj_bright,
-            contrast=cj_strength * cj_contrast,
-            saturation=cj_strength * cj_sat,
-            hue=min(0.5, cj_strength * cj_hue),
-        )
-        rotation = v2.RandomRotation(degrees=(90.0, 90.0) if rr_degrees is None else rr_degrees)
-        # PIL images stay PIL until the end: for small crops PIL's kernels beat tensor ones (~30 % here).
         super().__init__(
-            [
-                v2.RandomResizedCrop(input_size, scale=(min_scale, 1.0), interpolation=InterpolationMode.BICUBIC),
-                v2.RandomApply([rotation], p=rr_prob),
-                v2.RandomHorizontalFlip(p=hf_prob),
-                v2.RandomVerticalFlip(p=vf_prob),
-                v2.RandomApply([color_jitter], p=cj_prob),
-                v2.RandomGrayscale(p=random_gray_scale),
-                v2.RandomApply(
-                    [v2.GaussianBlur(kernel_size or blur_kernel_size(input_size), sigma=tuple(sigmas))], p=gaussian_blur
-                ),
-                *to_normalized_tensor(normalize),
-            ]
+            view_augmentation(
+                type(self).__name__,
+                input_size=input_size,
+                cj_prob=cj_prob,
+                cj_strength=cj_strength,
+                cj_bright=cj_bright,
+                cj_contrast=cj_contrast,
+                cj_sat=cj_sat,
+                cj_hue=cj_hue,
+                min_scale=min_scale,
+                random_gray_scale=random_gray_scale,
+                gaussian_blur=gaussian_blur,
+                kernel_size=kernel_size,
+                sigmas=sigmas,
+                solarization_prob=0.0,
+                vf_prob=vf_prob,
+                hf_prob=hf_prob,
+                rr_prob=rr_prob,
+                rr_degrees=rr_degrees,
+                normalize=normalize,
+            )
         )
 
 

@@ -1,0 +1,86 @@
+"""The augmentation pipeline most SSL papers share (SimCLR's, extended by BYOL's solarization), as one builder."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+from torchvision.transforms import InterpolationMode, v2
+
+from ssl_hub._validation import check_non_negative, check_positive_int, check_probability
+from ssl_hub.transforms.multi_view import blur_kernel_size, to_normalized_tensor
+
+
+def view_augmentation(
+    owner: str,
+    *,
+    input_size: int,
+    cj_prob: float,
+    cj_strength: float,
+    cj_bright: float,
+    cj_contrast: float,
+    cj_sat: float,
+    cj_hue: float,
+    min_scale: float,
+    random_gray_scale: float,
+    gaussian_blur: float,
+    kernel_size: int | None,
+    sigmas: Sequence[float],
+    solarization_prob: float,
+    vf_prob: float,
+    hf_prob: float,
+    rr_prob: float,
+    rr_degrees: float | Sequence[float] | None,
+    normalize: dict[str, tuple[float, ...]] | None,
+    max_scale: float = 1.0,
+) -> list[v2.Transform]:
+    """Random resized crop, rotation, flips, colour jitter, grayscale, blur, solarization, then tensor + normalize.
+
+    Argument names follow LightlySSL's view transforms; ``owner`` names the transform in error messages.
+    ``cj_*`` factors are multiplied by ``cj_strength``; ``rr_degrees=None`` rotates by exactly 90 degrees.
+    """
+    check_positive_int("input_size", input_size, owner)
+    for name, value in [
+        ("cj_prob", cj_prob),
+        ("random_gray_scale", random_gray_scale),
+        ("gaussian_blur", gaussian_blur),
+        ("solarization_prob", solarization_prob),
+        ("vf_prob", vf_prob),
+        ("hf_prob", hf_prob),
+        ("rr_prob", rr_prob),
+        ("min_scale", min_scale),
+        ("max_scale", max_scale),
+        ("cj_hue", min(cj_hue * cj_strength, 0.5)),
+    ]:
+        check_probability(name, value, owner)
+    if min_scale > max_scale:
+        raise ValueError(f"{owner}: min_scale ({min_scale}) must not exceed max_scale ({max_scale}).")
+    for name, value in [
+        ("cj_strength", cj_strength),
+        ("cj_bright", cj_bright),
+        ("cj_contrast", cj_contrast),
+        ("cj_sat", cj_sat),
+        ("cj_hue", cj_hue),
+    ]:
+        check_non_negative(name, value, owner)
+    color_jitter = v2.ColorJitter(
+        brightness=cj_strength * cj_bright,
+        contrast=cj_strength * cj_contrast,
+        saturation=cj_strength * cj_sat,
+        hue=min(0.5, cj_strength * cj_hue),
+    )
+    rotation = v2.RandomRotation(degrees=(90.0, 90.0) if rr_degrees is None else rr_degrees)
+    blur = v2.GaussianBlur(kernel_size or blur_kernel_size(input_size), sigma=(float(sigmas[0]), float(sigmas[1])))
+    # PIL images stay PIL until the end: for small crops PIL's kernels beat tensor ones (~30 % here).
+    return [
+        v2.RandomResizedCrop(
+            input_size, scale=(min_scale, max_scale), interpolation=InterpolationMode.BICUBIC, antialias=True
+        ),
+        v2.RandomApply([rotation], p=rr_prob),
+        v2.RandomHorizontalFlip(p=hf_prob),
+        v2.RandomVerticalFlip(p=vf_prob),
+        v2.RandomApply([color_jitter], p=cj_prob),
+        v2.RandomGrayscale(p=random_gray_scale),
+        v2.RandomApply([blur], p=gaussian_blur),
+        v2.RandomSolarize(threshold=128, p=solarization_prob),
+        *to_normalized_tensor(normalize),
+    ]
