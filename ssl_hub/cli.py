@@ -1,4 +1,4 @@
-"""The ``ssl-hub`` command: ``pretrain`` and ``methods``.
+"""The ``ssl-hub`` command: ``pretrain``, ``eval``, ``push`` and ``methods``.
 
 ``ssl-hub pretrain --method simclr --backbone resnet18 --output-dir out`` trains on the shipped demo set; every
 ``TrainingArguments`` flag (``--num_train_epochs``, ``--per_device_train_batch_size``, ``--bf16``...) and every
@@ -45,6 +45,9 @@ class PretrainCommand:
     license: str = field(default="apache-2.0", metadata={"help": "Licence of the weights, for the model card."})
     knn_k: int = field(default=200, metadata={"help": "Neighbours of the kNN evaluation."})
     knn_temperature: float = field(default=0.1, metadata={"help": "Temperature of the kNN evaluation."})
+    knn_every_n_steps: int | None = field(
+        default=None, metadata={"help": "Also log the kNN top-1 (knn_top1) every so many steps during training."}
+    )
 
 
 def _fail(command: str, message: str, code: int = 1) -> int:
@@ -105,6 +108,7 @@ def _pretrain(command: PretrainCommand, method_class: Any, method_config: Any, a
             eval_dataset=command.eval_data,
             knn_k=command.knn_k,
             knn_temperature=command.knn_temperature,
+            knn_every_n_steps=command.knn_every_n_steps,
             license=command.license,
         )
     except (ValueError, TypeError, OSError, RuntimeError, ImportError) as error:
@@ -123,6 +127,78 @@ def _pretrain(command: PretrainCommand, method_class: Any, method_config: Any, a
     return 0
 
 
+def run_push(argv: list[str]) -> int:
+    parser = argparse.ArgumentParser(
+        prog="ssl-hub push", description="Upload a hub folder to the Hugging Face Hub in one commit."
+    )
+    parser.add_argument("folder", help="a folder written by ssl-hub pretrain / save_pretrained")
+    parser.add_argument("--repo-id", "--repo_id", required=True, help="user/name on the Hub")
+    parser.add_argument("--private", action="store_true", help="create the repository private")
+    parser.add_argument("--revision", default=None, help="branch to commit to (created if missing)")
+    parser.add_argument("--commit-message", "--commit_message", default=None)
+    parser.add_argument("--token", default=None, help="Hub token (default: HF_TOKEN or the logged-in one)")
+    parser.add_argument(
+        "--overwrite-card", "--overwrite_card", action="store_true", help="replace a hand-edited card on the Hub"
+    )
+    args = parser.parse_args(argv)
+    from ssl_hub.hub.push import push_folder
+
+    try:
+        url = push_folder(
+            args.folder,
+            args.repo_id,
+            private=args.private or None,
+            revision=args.revision,
+            commit_message=args.commit_message,
+            token=args.token,
+            overwrite_card=args.overwrite_card,
+        )
+    except (OSError, ValueError, RuntimeError) as error:
+        return _fail("push", str(error))
+    print(f"Pushed: {url}")
+    return 0
+
+
+def run_eval(argv: list[str]) -> int:
+    parser = argparse.ArgumentParser(
+        prog="ssl-hub eval",
+        description="kNN / linear-probe top-1 of a published backbone, written into its model card (and pushed "
+        "back when the source is a Hub repository).",
+    )
+    parser.add_argument("source", help="hub folder, local-dir:PATH or hf-hub:REPO")
+    parser.add_argument("--data", default=None, help="labelled images with a held-out split (default: demo set)")
+    parser.add_argument("--knn", action="store_true", help="run the kNN classifier (default: both evaluations)")
+    parser.add_argument("--linear", action="store_true", help="run the linear probe (default: both evaluations)")
+    parser.add_argument("--knn-k", "--knn_k", type=int, default=200)
+    parser.add_argument("--knn-temperature", "--knn_temperature", type=float, default=0.1)
+    parser.add_argument("--linear-epochs", "--linear_epochs", type=int, default=100)
+    parser.add_argument("--batch-size", "--batch_size", type=int, default=256)
+    parser.add_argument("--no-push", "--no_push", action="store_true", help="do not push results to the Hub")
+    parser.add_argument("--token", default=None, help="Hub token for the push (default: HF_TOKEN / logged-in)")
+    args = parser.parse_args(argv)
+    from ssl_hub.eval.evaluate import evaluate_published
+
+    both = not (args.knn or args.linear)
+    try:
+        entries = evaluate_published(
+            args.source,
+            args.data,
+            knn=args.knn or both,
+            linear=args.linear or both,
+            knn_k=args.knn_k,
+            knn_temperature=args.knn_temperature,
+            linear_epochs=args.linear_epochs,
+            batch_size=args.batch_size,
+            push=not args.no_push,
+            token=args.token,
+        )
+    except (OSError, ValueError, RuntimeError, ImportError) as error:
+        return _fail("eval", str(error))
+    for entry in entries:
+        print(f"{entry['name']} on {entry['dataset_name']} ({entry['split']}): {entry['value']:.2f} %")
+    return 0
+
+
 def run_methods(argv: list[str]) -> int:
     argparse.ArgumentParser(prog="ssl-hub methods", description="List the SSL methods.").parse_args(argv)
     for name in list_methods():
@@ -131,7 +207,7 @@ def run_methods(argv: list[str]) -> int:
     return 0
 
 
-COMMANDS = {"pretrain": run_pretrain, "methods": run_methods}
+COMMANDS = {"pretrain": run_pretrain, "eval": run_eval, "push": run_push, "methods": run_methods}
 
 
 def main(argv: Sequence[str] | None = None) -> int:

@@ -1,19 +1,27 @@
-"""Test setup: one torch thread per process, no network, a private HF cache; small shared fixtures."""
+"""Test setup: one torch thread per process, a local Hub instead of the internet, a private HF cache; fixtures."""
 
 from __future__ import annotations
 
 import os
 import tempfile
 
-# Before torch / huggingface_hub are imported anywhere: nothing here may reach the internet, and torch's thread
-# pool oversubscribes 2 busy cores badly (tiny models ran 500x slower under load).
+from hub_server import HubServer, HubState
+
+# Before torch / huggingface_hub are imported anywhere. All Hub traffic goes to a local server (bound now, served
+# by the `hub` fixture), so no test can reach the internet; and torch's thread pool oversubscribes 2 busy cores
+# badly (tiny models ran 500x slower under load).
+LOCAL_HUB = HubServer()
+os.environ["HF_ENDPOINT"] = LOCAL_HUB.url
+os.environ["HF_HOME"] = tempfile.mkdtemp(prefix="ssl_hub-tests-hf-home-")
+os.environ.pop("HF_TOKEN", None)
+os.environ.pop("HF_HUB_OFFLINE", None)
+os.environ["HF_HUB_DISABLE_TELEMETRY"] = "1"
 os.environ.setdefault("OMP_NUM_THREADS", "1")
 os.environ.setdefault("MKL_NUM_THREADS", "1")
-os.environ["HF_HUB_OFFLINE"] = "1"
-os.environ["HF_HOME"] = tempfile.mkdtemp(prefix="ssl_hub-tests-hf-home-")
 os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
 os.environ.setdefault("WANDB_DISABLED", "true")
 
+from collections.abc import Iterator
 from pathlib import Path
 
 import numpy as np
@@ -24,6 +32,24 @@ from PIL import Image
 torch.set_num_threads(1)
 
 TINY_BACKBONES = ["test_resnet", "test_vit", "test_convnext"]
+
+
+@pytest.fixture(scope="session")
+def hub_server() -> Iterator[HubServer]:
+    """The local Hub, serving for the whole session."""
+    LOCAL_HUB.start()
+    yield LOCAL_HUB
+    LOCAL_HUB.stop()
+
+
+@pytest.fixture
+def hub(hub_server: HubServer) -> HubState:
+    """The local Hub's state, emptied for each test (repositories, tokens, injected failures)."""
+    hub_server.state.repos.clear()
+    hub_server.state.requests.clear()
+    hub_server.state.fail_commits.clear()
+    hub_server.state.token = None
+    return hub_server.state
 
 
 def random_images(count: int, size: int = 32, seed: int = 0) -> np.ndarray:

@@ -1,5 +1,14 @@
-"""Evaluation of frozen backbones: kNN (and, as they land, linear probe and fine-tuning)."""
+"""Evaluation of frozen backbones: kNN, linear probe, fine-tuning, and the kNN monitor for training runs."""
 
-from ssl_hub.eval.knn import eval_transform, evaluate_knn, extract_features, knn_accuracy, knn_predict
-
-__all__ = ["eval_transform", "evaluate_knn", "extract_features", "knn_accuracy", "knn_predict"]
+from ssl_hub.eval.evaluate import evaluate_backbone as evaluate_backbone
+from ssl_hub.eval.evaluate import evaluate_published as evaluate_published
+from ssl_hub.eval.evaluate import record_results as record_results
+from ssl_hub.eval.finetune import FinetuneResult as FinetuneResult
+from ssl_hub.eval.finetune import finetune as finetune
+from ssl_hub.eval.knn import eval_transform as eval_transform
+from ssl_hub.eval.knn import evaluate_knn as evaluate_knn
+from ssl_hub.eval.knn import extract_features as extract_features
+from ssl_hub.eval.knn import knn_accuracy as knn_accuracy
+from ssl_hub.eval.knn import knn_predict as knn_predict
+from ssl_hub.eval.linear import linear_probe as linear_probe
+from ssl_hub.eval.monitor import KNNMonitorCallback as KNNMonitorCallback

@@ -8,6 +8,7 @@ not the backbone (heads, teachers, queues, prototypes), so :func:`load_method` c
 from __future__ import annotations
 
 import json
+import logging
 import os
 import shutil
 import tempfile
@@ -25,6 +26,8 @@ from ssl_hub.version import __version__
 
 if TYPE_CHECKING:
     from ssl_hub.methods.base import SSLMethod
+
+logger = logging.getLogger(__name__)
 
 CONFIG_NAME = "config.json"
 WEIGHTS_NAME = "model.safetensors"
@@ -103,6 +106,7 @@ def save_hub_folder(
     dataset: dict[str, Any] | None = None,
     license: str | None = None,
     model_ref: str | None = None,
+    overwrite_card: bool = False,
 ) -> Path:
     """Write the hub folder of ``method`` into ``save_directory``.
 
@@ -120,8 +124,9 @@ def save_hub_folder(
         dataset: ``{"name", "hub_id", "num_images", ...}`` describing the pretraining data.
         license: Licence of the weights, for the card (default apache-2.0).
         model_ref: How users load it (``"hf-hub:user/repo"``); defaults to ``"local-dir:<folder>"``.
+        overwrite_card: Replace a README.md in ``save_directory`` that was edited by hand (kept otherwise).
     """
-    from ssl_hub.hub.card import LOSS_CURVE_NAME, has_loss_curve, plot_loss_curve, render_model_card
+    from ssl_hub.hub.card import LOSS_CURVE_NAME, card_is_generated, has_loss_curve, plot_loss_curve, render_model_card
 
     target = Path(save_directory).expanduser().resolve()
     target.mkdir(parents=True, exist_ok=True)
@@ -153,7 +158,11 @@ def save_hub_folder(
         _write_method_state(method, staging / SSL_DIR)
         if training is not None and has_loss_curve(training):
             plot_loss_curve(training["loss_history"], staging / LOSS_CURVE_NAME)
-        render_model_card(hub_config, model_ref or f"local-dir:{target}").save(staging / CARD_NAME)
+        existing_card = target / CARD_NAME
+        if overwrite_card or not existing_card.is_file() or card_is_generated(existing_card.read_text("utf-8")):
+            render_model_card(hub_config, model_ref or f"local-dir:{target}").save(staging / CARD_NAME)
+        else:
+            logger.warning("Keeping %s: it was edited by hand (pass overwrite_card=True to replace it).", existing_card)
         for entry in staging.iterdir():
             _replace(entry, target / entry.name)
     finally:

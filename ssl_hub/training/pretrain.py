@@ -13,9 +13,10 @@ from timm.data import IMAGENET_DEFAULT_MEAN, IMAGENET_DEFAULT_STD
 from timm.models import get_model_input_config
 from transformers import Trainer, TrainerCallback, TrainingArguments
 
-from ssl_hub.data.resolve import DataSplits, resolve_data
+from ssl_hub.data.resolve import resolve_data
 from ssl_hub.data.views import MultiViewDataset, collate_views
-from ssl_hub.eval.knn import evaluate_knn
+from ssl_hub.eval.evaluate import evaluate_backbone, result_entries
+from ssl_hub.eval.monitor import KNNMonitorCallback
 from ssl_hub.methods.base import SSLMethod
 from ssl_hub.training.callbacks import LossMonitor, NonFiniteLossError
 
@@ -75,6 +76,7 @@ def pretrain(
     callbacks: Sequence[TrainerCallback] = (),
     knn_k: int = 200,
     knn_temperature: float = 0.1,
+    knn_every_n_steps: int | None = None,
     save: bool = True,
     license: str = "apache-2.0",
 ) -> PretrainResult:
@@ -95,6 +97,8 @@ def pretrain(
         callbacks: More Trainer callbacks.
         knn_k: Neighbours of the kNN evaluation.
         knn_temperature: Vote temperature of the kNN evaluation.
+        knn_every_n_steps: Also log the kNN top-1 every so many steps during training (``knn_top1`` in the
+            Trainer's logs); ``None`` for before and after only.
         save: Write the hub folder into ``training_args.output_dir`` when done.
         license: Licence of the weights, for the model card.
 
@@ -123,7 +127,15 @@ def pretrain(
     evaluate = splits.test is not None and splits.train.has_labels and splits.test.has_labels
     is_main = training_args.process_index == 0
     method.to(training_args.device)
-    knn_before = _knn(method, splits, data_config, knn_k, knn_temperature) if evaluate and is_main else None
+    published = getattr(method, method.published_backbone)
+
+    def knn_top1() -> dict[str, float]:
+        return evaluate_backbone(published, splits, data_config, knn_k=knn_k, knn_temperature=knn_temperature)
+
+    before = knn_top1() if evaluate and is_main else None
+    monitors = []
+    if evaluate and knn_every_n_steps is not None:
+        monitors.append(KNNMonitorCallback(splits, data_config, knn_every_n_steps, knn_k, knn_temperature))
 
     monitor = LossMonitor()
     trainer = Trainer(
@@ -131,9 +143,11 @@ def pretrain(
         args=training_args,
         train_dataset=MultiViewDataset(splits.train, transform),
         data_collator=collate_views,
-        callbacks=[*method.callbacks(), monitor, *callbacks],
+        callbacks=[*method.callbacks(), monitor, *monitors, *callbacks],
     )
-    trainer.train(resume_from_checkpoint=training_args.resume_from_checkpoint)
+    for knn_monitor in monitors:
+        knn_monitor.attach(trainer)
+    output = trainer.train(resume_from_checkpoint=training_args.resume_from_checkpoint)
     if monitor.nonfinite_step is not None:
         raise NonFiniteLossError(
             f"The loss became NaN or infinite at step {monitor.nonfinite_step}; training stopped before that step "
@@ -161,36 +175,21 @@ def pretrain(
         "image_size": image_size,
         "final_loss": monitor.final_loss(),
         "loss_history": monitor.curve(),
-        "runtime_seconds": round(float(trainer.state.log_history[-1].get("train_runtime", 0.0)), 1)
-        if trainer.state.log_history
-        else 0.0,
+        "runtime_seconds": round(float(output.metrics.get("train_runtime", 0.0)), 1),
         "augmentation": repr(transform),
     }
     result = PretrainResult(trainer=trainer, training=training, dataset=splits.info)
-    if knn_before is not None:
-        knn_after = _knn(method, splits, data_config, knn_k, knn_temperature)
-        result.evaluation.append(
-            {
-                "name": f"kNN top-1 (k={knn_k}, t={knn_temperature})",
-                "metric": "knn_top1",
-                "value": knn_after,
-                "untrained_value": knn_before,
-                "dataset_name": splits.info.get("name", "dataset"),
-                "dataset_id": splits.info.get("hub_id") or splits.info.get("name", "dataset"),
-                "split": "test",
-                "config": f"k={knn_k},t={knn_temperature}",
-            }
+    if monitors:
+        training["knn_history"] = [[step, value] for step, value in monitors[0].history]
+    if before is not None:
+        after = knn_top1()
+        result.evaluation = result_entries(
+            after, splits.info, before=before, knn_k=knn_k, knn_temperature=knn_temperature
         )
-        logger.info("kNN top-1: %.2f %% (before pretraining: %.2f %%)", knn_after, knn_before)
+        logger.info("kNN top-1: %.2f %% (before pretraining: %.2f %%)", after["knn_top1"], before["knn_top1"])
     method.hub_info.update(
         data_config=data_config, training=training, evaluation=result.evaluation, dataset=splits.info, license=license
     )
     if save and trainer.is_world_process_zero():
         result.output_dir = method.save_pretrained(str(training_args.output_dir))
     return result
-
-
-def _knn(method: SSLMethod, splits: DataSplits, data_config: dict[str, Any], k: int, temperature: float) -> float:
-    if splits.test is None:
-        raise ValueError("kNN evaluation needs a held-out split.")
-    return evaluate_knn(method.backbone, splits.train, splits.test, data_config, k, temperature)

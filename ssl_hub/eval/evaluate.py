@@ -1,0 +1,207 @@
+"""Evaluate a frozen backbone (kNN, linear probe) and record the results in a hub folder's card."""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import shutil
+import tempfile
+from pathlib import Path
+from typing import Any
+
+import timm
+from torch import nn
+
+from ssl_hub.data.resolve import DataSplits, resolve_data
+from ssl_hub.eval.knn import eval_transform, extract_features, knn_accuracy
+from ssl_hub.eval.linear import linear_probe
+
+logger = logging.getLogger(__name__)
+
+METRIC_NAMES = {"knn_top1": "kNN top-1 (k={k}, t={t})", "linear_top1": "Linear probe top-1"}
+
+
+def evaluate_backbone(
+    backbone: nn.Module,
+    splits: DataSplits,
+    data_config: dict[str, Any],
+    *,
+    knn: bool = True,
+    linear: bool = False,
+    knn_k: int = 200,
+    knn_temperature: float = 0.1,
+    linear_epochs: int = 100,
+    batch_size: int = 256,
+) -> dict[str, float]:
+    """Top-1 accuracies (percent) of a frozen backbone, features extracted once for every evaluation.
+
+    Args:
+        backbone: Maps images to pooled ``(B, D)`` features.
+        splits: Labelled training split (kNN bank / probe training set) and held-out test split.
+        data_config: The backbone's preprocessing (``input_size``, ``mean``, ``std``, ``crop_pct``...).
+        knn: Run the kNN classifier.
+        linear: Run the linear probe.
+        knn_k: Neighbours.
+        knn_temperature: Vote temperature.
+        linear_epochs: Epochs of the linear probe.
+        batch_size: Images per feature-extraction batch.
+
+    Returns:
+        ``{"knn_top1": ..., "linear_top1": ...}`` for the evaluations run.
+    """
+    if splits.test is None:
+        raise ValueError(
+            f"Evaluating needs a held-out split: {splits.info.get('name')} has none (use a folder with train/ and "
+            "val/ or test/ subfolders, a dataset with a test split, or pass eval data)."
+        )
+    if not (splits.train.has_labels and splits.test.has_labels):
+        raise ValueError(f"Evaluating needs labelled images; {splits.info.get('name')} has no labels.")
+    transform = eval_transform(data_config)
+    train_features, train_labels = extract_features(backbone, splits.train, transform, batch_size)
+    test_features, test_labels = extract_features(backbone, splits.test, transform, batch_size)
+    results = {}
+    if knn:
+        results["knn_top1"] = knn_accuracy(
+            train_features, train_labels, test_features, test_labels, knn_k, knn_temperature
+        )
+    if linear:
+        results["linear_top1"] = linear_probe(
+            train_features, train_labels, test_features, test_labels, epochs=linear_epochs
+        )
+    return results
+
+
+def result_entries(
+    values: dict[str, float],
+    info: dict[str, Any],
+    *,
+    before: dict[str, float] | None = None,
+    knn_k: int = 200,
+    knn_temperature: float = 0.1,
+) -> list[dict[str, Any]]:
+    """Card / config.json records of evaluation ``values`` on the data described by ``info``."""
+    entries = []
+    for metric, value in values.items():
+        entries.append({
+            "name": METRIC_NAMES[metric].format(k=knn_k, t=knn_temperature),
+            "metric": metric,
+            "value": value,
+            "untrained_value": (before or {}).get(metric),
+            "dataset_name": info.get("name", "dataset"),
+            "dataset_id": info.get("hub_id") or info.get("name", "dataset"),
+            "split": "test",
+            "config": f"k={knn_k},t={knn_temperature}" if metric == "knn_top1" else None,
+        })  # fmt: skip
+    return entries
+
+
+def merge_entries(existing: list[dict[str, Any]], new: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """``existing`` with entries of the same metric, dataset and split replaced by ``new`` ones (kept in order)."""
+
+    def key(entry: dict[str, Any]) -> tuple[Any, ...]:
+        return entry["metric"], entry["dataset_id"], entry["split"]
+
+    replaced = {key(e): e for e in new}
+    merged = [replaced.pop(key(e), e) for e in existing]
+    for entry in new:
+        if key(entry) in replaced:
+            merged.append(entry)
+    for old, entry in zip(existing, merged, strict=False):
+        if key(old) == key(entry) and entry.get("untrained_value") is None:  # keep a known baseline
+            entry["untrained_value"] = old.get("untrained_value")
+    return merged
+
+
+def record_results(folder: Path, entries: list[dict[str, Any]]) -> None:
+    """Add evaluation ``entries`` to a hub folder: its config.json ``ssl_hub`` block and its card's model-index.
+
+    A generated card is rendered again; a hand-edited one keeps its text and gets the new model-index only.
+    """
+    from huggingface_hub import ModelCard
+
+    from ssl_hub.hub.card import _eval_results, card_is_generated, render_model_card
+    from ssl_hub.hub.folder import CARD_NAME, CONFIG_NAME, check_backbone_folder
+
+    config = check_backbone_folder(folder)
+    if "ssl_hub" not in config:
+        raise ValueError(f"{folder / CONFIG_NAME} has no 'ssl_hub' block, so the results cannot be recorded there.")
+    block = config["ssl_hub"]
+    block["evaluation"] = merge_entries(block.get("evaluation") or [], entries)
+    _write_atomically(folder / CONFIG_NAME, json.dumps(config, indent=2) + "\n")
+    card_path = folder / CARD_NAME
+    if card_path.is_file() and not card_is_generated(card_path.read_text("utf-8")):
+        card = ModelCard.load(card_path)
+        card.data.eval_results = _eval_results(block["evaluation"])
+        card.data.model_name = card.data.model_name or f"{config['architecture']}-{block['method']}"
+        text = str(card)
+    else:
+        text = str(render_model_card(config, f"local-dir:{folder}"))
+    _write_atomically(card_path, text)
+
+
+def _write_atomically(path: Path, text: str) -> None:
+    handle, temporary = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}-")
+    with os.fdopen(handle, "w", encoding="utf-8") as file:
+        file.write(text)
+    os.replace(temporary, path)
+
+
+def evaluate_published(
+    source: str,
+    data: Any = None,
+    *,
+    knn: bool = True,
+    linear: bool = False,
+    knn_k: int = 200,
+    knn_temperature: float = 0.1,
+    linear_epochs: int = 100,
+    batch_size: int = 256,
+    push: bool = True,
+    token: str | None = None,
+) -> list[dict[str, Any]]:
+    """``ssl-hub eval``: evaluate a published backbone and write the results into its card.
+
+    Args:
+        source: A hub folder, ``local-dir:PATH`` or ``hf-hub:REPO`` (then the updated card is pushed back).
+        data: Labelled data with a held-out split (see :func:`ssl_hub.data.resolve.resolve_data`); ``None`` for
+            the demo set.
+        knn: Run the kNN classifier.
+        linear: Run the linear probe.
+        knn_k: Neighbours.
+        knn_temperature: Vote temperature.
+        linear_epochs: Epochs of the linear probe.
+        batch_size: Images per feature-extraction batch.
+        push: Push the updated folder back when ``source`` is a Hub repository.
+        token: Hub token for the push.
+
+    Returns:
+        The recorded entries.
+    """
+    from ssl_hub.hub.folder import resolve_folder
+    from ssl_hub.hub.push import push_folder
+
+    remote = str(source).startswith("hf-hub:")
+    folder = resolve_folder(source)
+    backbone = timm.create_model(f"local-dir:{folder}", pretrained=True)
+    data_config = timm.data.resolve_data_config({}, model=backbone)
+    splits = resolve_data(data)
+    values = evaluate_backbone(
+        backbone, splits, data_config, knn=knn, linear=linear, knn_k=knn_k, knn_temperature=knn_temperature,
+        linear_epochs=linear_epochs, batch_size=batch_size,
+    )  # fmt: skip
+    entries = result_entries(values, splits.info, knn_k=knn_k, knn_temperature=knn_temperature)
+    if not remote:
+        record_results(folder, entries)
+        return entries
+    repo_id, _, revision = str(source).removeprefix("hf-hub:").partition("@")
+    with tempfile.TemporaryDirectory(prefix="ssl_hub-eval-") as work:
+        copy = Path(shutil.copytree(folder, Path(work) / "folder"))  # the cache's files are read-only links
+        record_results(copy, entries)
+        if push:
+            url = push_folder(
+                copy, repo_id, revision=revision or None, token=token, overwrite_card=True,  # the updated card
+                commit_message="Add evaluation results (ssl-hub eval)",
+            )  # fmt: skip
+            logger.info("Pushed the results: %s", url)
+    return entries
