@@ -5,6 +5,7 @@ from __future__ import annotations
 import hashlib
 import json
 import os
+import shutil
 import socket
 import subprocess
 import sys
@@ -42,10 +43,10 @@ def folder_digest(folder: Path) -> dict[str, str]:
             for p in sorted(folder.rglob("*")) if p.is_file()}  # fmt: skip
 
 
-@pytest.fixture
-def pretrained(tmp_path: Path) -> Path:
+@pytest.fixture(scope="module")
+def pretrained_once(tmp_path_factory: pytest.TempPathFactory) -> Path:
     """A hub folder from `ssl-hub pretrain` on the demo set (with its kNN results), test_resnet, 2 steps."""
-    out = tmp_path / "run"
+    out = tmp_path_factory.mktemp("pretrained") / "run"
     command = [sys.executable, "-m", "ssl_hub.cli", "pretrain", "--method", "simclr", "--backbone", "test_resnet",
                "--output-dir", str(out), "--max_steps", "2", "--per_device_train_batch_size", "16",
                "--disable_tqdm", "true"]  # fmt: skip
@@ -53,6 +54,12 @@ def pretrained(tmp_path: Path) -> Path:
                          env={**os.environ, "OMP_NUM_THREADS": "1"})  # fmt: skip
     assert run.returncode == 0, run.stderr[-3000:]
     return out
+
+
+@pytest.fixture
+def pretrained(pretrained_once: Path, tmp_path: Path) -> Path:
+    """A private copy of that folder for one test."""
+    return Path(shutil.copytree(pretrained_once, tmp_path / "run"))
 
 
 def test_pretrain_push_then_load_everywhere_in_a_fresh_process(hub: HubState, tmp_path: Path) -> None:

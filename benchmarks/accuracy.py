@@ -1,0 +1,177 @@
+"""Accuracy benchmark on Fashion-MNIST: every registered method on a stated CPU-sized budget.
+
+    python benchmarks/accuracy.py --data ../shared/data/fashion-mnist --seeds 0 1 [--methods simclr byol ...]
+                                  [--lightly] [--output benchmarks/results/accuracy.md]
+
+For each method and seed: pretrain with ``ssl_hub.pretrain`` (the stock Trainer, the method's default recipe and
+augmentation at 32 px, budget below), then the frozen backbone's kNN top-1 (k=200, t=0.1, bank = the 60k training
+images) and linear-probe top-1 on the 10k test images; wall time and images/s of the pretraining. Reference rows:
+raw-pixel kNN, the untrained backbone, and with ``--lightly`` (the ``lightly`` package installed; benchmark-only,
+never a dependency of ssl_hub) the same method built from LightlySSL's blocks (benchmarks/lightly_reference.py),
+trained by the same Trainer on the same data, budget and seed.
+
+Images are Fashion-MNIST's 28 x 28 grayscale, as 3 x 32 x 32 RGB.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import platform
+import statistics
+import time
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+from timm.data import IMAGENET_DEFAULT_MEAN, IMAGENET_DEFAULT_STD
+
+import ssl_hub
+from ssl_hub.data import ArrayImageDataset, read_fashion_mnist
+from ssl_hub.data.fashion_mnist import FASHION_MNIST_CLASSES
+from ssl_hub.data.resolve import DataSplits
+from ssl_hub.data.sources import ImageDataset
+from ssl_hub.eval import evaluate_backbone, knn_accuracy
+from ssl_hub.modules.backbone import create_backbone
+
+IMAGE_SIZE = 32
+DATA_CONFIG = {
+    "input_size": (3, IMAGE_SIZE, IMAGE_SIZE),
+    "interpolation": "bicubic",
+    "mean": IMAGENET_DEFAULT_MEAN,
+    "std": IMAGENET_DEFAULT_STD,
+    "crop_pct": 1.0,
+    "crop_mode": "center",
+}
+
+
+def balanced_subset(labels: np.ndarray, count: int, seed: int) -> np.ndarray:
+    """``count`` indices, the same number per class, drawn with ``seed``."""
+    rng = np.random.default_rng(seed)
+    per_class = count // 10
+    return np.sort(np.concatenate([rng.choice(np.flatnonzero(labels == c), per_class, replace=False)
+                                   for c in range(10)]))  # fmt: skip
+
+
+def raw_pixel_knn(train: np.ndarray, train_labels: np.ndarray, test: np.ndarray, test_labels: np.ndarray) -> float:
+    """kNN (cosine, k=200, t=0.1) on the raw 784 pixel values: the baseline an SSL backbone must beat."""
+    as_features = [torch.from_numpy(a.reshape(len(a), -1).astype(np.float32)) for a in (train, test)]
+    labels = [torch.from_numpy(a.astype(np.int64)) for a in (train_labels, test_labels)]
+    return knn_accuracy(as_features[0], labels[0], as_features[1], labels[1], k=200, temperature=0.1)
+
+
+def run_one(make_method: Any, name: str, seed: int, args: argparse.Namespace, data: dict[str, Any]) -> dict[str, Any]:
+    torch.manual_seed(seed)
+    method = make_method()
+    training_args = {
+        "output_dir": str(Path(args.work_dir) / f"{name}-seed{seed}"),
+        "num_train_epochs": args.epochs,
+        "per_device_train_batch_size": args.batch_size,
+        "seed": seed,
+        "save_strategy": "no",
+        "report_to": "none",
+        "disable_tqdm": True,
+        "logging_steps": 50,
+        "dataloader_num_workers": args.workers,
+        "use_cpu": not torch.cuda.is_available(),
+    }
+    start = time.perf_counter()
+    result = ssl_hub.pretrain(method, data["pretrain"], training_args, image_size=IMAGE_SIZE, save=False)
+    seconds = time.perf_counter() - start
+    published = getattr(method, method.published_backbone)
+    accuracy = evaluate_backbone(published, data["eval"], DATA_CONFIG, knn=True, linear=True,
+                                 linear_epochs=args.linear_epochs)  # fmt: skip
+    return {
+        "method": name, "seed": seed, "knn": accuracy["knn_top1"], "linear": accuracy["linear_top1"],
+        "seconds": seconds, "images_per_second": len(data["pretrain"]) * args.epochs / seconds,
+        "final_loss": result.training["final_loss"],
+        "augmentation": result.training["augmentation"].splitlines()[0],
+    }  # fmt: skip
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--data", required=True, help="folder with the Fashion-MNIST IDX files")
+    parser.add_argument("--methods", nargs="*", default=ssl_hub.list_methods())
+    parser.add_argument("--backbone", default="resnet18")
+    parser.add_argument("--pretrain-images", type=int, default=10000, help="class-balanced subset for pretraining")
+    parser.add_argument("--epochs", type=float, default=10)
+    parser.add_argument("--batch-size", type=int, default=256)
+    parser.add_argument("--linear-epochs", type=int, default=30)
+    parser.add_argument("--seeds", type=int, nargs="*", default=[0])
+    parser.add_argument("--workers", type=int, default=0, help="DataLoader workers for the augmentations")
+    parser.add_argument("--threads", type=int, default=None)
+    parser.add_argument("--lightly", action="store_true", help="also train LightlySSL's version of each method")
+    parser.add_argument("--work-dir", default="/tmp/ssl_hub-accuracy")
+    parser.add_argument("--output", default=None, help="append the JSON rows to this file as they finish")
+    args = parser.parse_args()
+    if args.threads:
+        torch.set_num_threads(args.threads)
+
+    train_images, train_labels = read_fashion_mnist(args.data, "train")
+    test_images, test_labels = read_fashion_mnist(args.data, "test")
+    subset = balanced_subset(train_labels, args.pretrain_images, seed=0)
+    data = {
+        "pretrain": ArrayImageDataset(train_images[subset], train_labels[subset], FASHION_MNIST_CLASSES),
+        "eval": DataSplits(
+            ImageDataset(ArrayImageDataset(train_images, train_labels, FASHION_MNIST_CLASSES)),
+            ImageDataset(ArrayImageDataset(test_images, test_labels, FASHION_MNIST_CLASSES)),
+            {"name": "Fashion-MNIST"},
+        ),
+    }
+    device = torch.cuda.get_device_name() if torch.cuda.is_available() else f"CPU, {torch.get_num_threads()} threads"
+    print(f"# {args.backbone}, {IMAGE_SIZE} px, "
+          f"{args.pretrain_images} pretraining images x {args.epochs} epochs, batch {args.batch_size}, seeds "
+          f"{args.seeds}, {device}, {platform.machine()}, torch {torch.__version__}", flush=True)  # fmt: skip
+
+    rows: list[dict[str, Any]] = []
+
+    def report(row: dict[str, Any]) -> None:
+        rows.append(row)
+        print(json.dumps(row), flush=True)
+        if args.output:
+            with open(args.output, "a") as file:
+                file.write(json.dumps(row) + "\n")
+
+    report({"method": "raw pixels", "seed": None,
+            "knn": raw_pixel_knn(train_images, train_labels, test_images, test_labels), "linear": None})  # fmt: skip
+    untrained = evaluate_backbone(create_backbone(args.backbone), data["eval"], DATA_CONFIG, knn=True, linear=True,
+                                  linear_epochs=args.linear_epochs)  # fmt: skip
+    report({"method": f"untrained {args.backbone}", "seed": None, "knn": untrained["knn_top1"],
+            "linear": untrained["linear_top1"]})  # fmt: skip
+
+    references: dict[str, Any] = {}
+    if args.lightly:
+        from lightly_reference import LIGHTLY_METHODS
+
+        references = LIGHTLY_METHODS
+    for name in args.methods:
+        for seed in args.seeds:
+            report(run_one(lambda n=name: ssl_hub.create_method(n, backbone=args.backbone), name, seed, args, data))
+            if name in references:
+                make = references[name]
+                report(run_one(lambda m=make: m(args.backbone), f"lightly {name}", seed, args, data))
+
+    print("\n| method | kNN top-1 | linear top-1 | pretraining time | images/s |")
+    print("|---|---|---|---|---|")
+    by_method: dict[str, list[dict[str, Any]]] = {}
+    for row in rows:
+        by_method.setdefault(row["method"], []).append(row)
+    for name, group in by_method.items():
+
+        def cell(key: str, group: list[dict[str, Any]] = group) -> str:
+            values = [r[key] for r in group if r.get(key) is not None]
+            if not values:
+                return "n/a"
+            mean = statistics.mean(values)
+            spread = f" ± {statistics.stdev(values):.2f}" if len(values) > 1 else ""
+            return f"{mean:.2f}{spread}"
+
+        seconds = cell("seconds")
+        print(f"| {name} | {cell('knn')} | {cell('linear')} | {seconds + ' s' if seconds != 'n/a' else 'n/a'} "
+              f"| {cell('images_per_second')} |")  # fmt: skip
+
+
+if __name__ == "__main__":
+    main()
