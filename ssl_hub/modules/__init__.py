@@ -1,7 +1,12 @@
 """Reusable modules: memory banks, the backbone factory, EMA helpers, the masked-ViT adapter."""
 
+from ssl_hub.modules.dense_features import DenseFeaturesError as DenseFeaturesError
+from ssl_hub.modules.dense_features import dense_feature_dim as dense_feature_dim
+from ssl_hub.modules.dense_features import forward_dense_features as forward_dense_features
+from ssl_hub.modules.dense_features import select_most_similar as select_most_similar
 from ssl_hub.modules.ema import activate_requires_grad as activate_requires_grad
 from ssl_hub.modules.ema import deactivate_requires_grad as deactivate_requires_grad
 from ssl_hub.modules.ema import ema_copy as ema_copy
 from ssl_hub.modules.ema import update_momentum as update_momentum
 from ssl_hub.modules.memory_bank import MemoryBankModule as MemoryBankModule
+from ssl_hub.modules.nn_memory_bank import NNMemoryBankModule as NNMemoryBankModule

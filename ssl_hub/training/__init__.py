@@ -4,6 +4,7 @@ from ssl_hub.training.callbacks import EMAUpdateCallback as EMAUpdateCallback
 from ssl_hub.training.callbacks import FreezeParametersCallback as FreezeParametersCallback
 from ssl_hub.training.callbacks import LossMonitor as LossMonitor
 from ssl_hub.training.callbacks import NonFiniteLossError as NonFiniteLossError
+from ssl_hub.training.callbacks import WeightDecayScheduleCallback as WeightDecayScheduleCallback
 from ssl_hub.training.pretrain import PretrainResult as PretrainResult
 from ssl_hub.training.pretrain import pretrain as pretrain
 from ssl_hub.training.pretrain import training_arguments as training_arguments

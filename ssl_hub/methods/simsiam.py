@@ -1,0 +1,90 @@
+"""SimSiam: Exploring Simple Siamese Representation Learning.
+
+Chen & He, CVPR 2021 (arXiv:2011.10566). One encoder (backbone + projector) sees two views; a predictor maps one
+view's projection to the other's, whose gradient is stopped. No negatives, no momentum encoder: the stop-gradient
+alone prevents collapse.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+from typing import Any
+
+import torch
+from torch import nn
+
+from ssl_hub._validation import check_positive_int
+from ssl_hub.heads.byol import SimSiamPredictionHead, SimSiamProjectionHead
+from ssl_hub.losses.negative_cosine_similarity import NegativeCosineSimilarity
+from ssl_hub.methods.base import MethodConfig, Paper, SSLMethod, SSLMethodOutput
+from ssl_hub.registry import register_method
+from ssl_hub.transforms.simsiam import SimSiamTransform
+
+PAPER = Paper(
+    title="Exploring Simple Siamese Representation Learning",
+    authors="Xinlei Chen, Kaiming He",
+    year=2021,
+    url="https://arxiv.org/abs/2011.10566",
+    bibtex="""@inproceedings{chen2021simsiam,
+  title={Exploring Simple Siamese Representation Learning},
+  author={Chen, Xinlei and He, Kaiming},
+  booktitle={IEEE/CVF Conference on Computer Vision and Pattern Recognition (CVPR)},
+  year={2021}
+}""",
+)
+
+
+@dataclass
+class SimSiamConfig(MethodConfig):
+    """SimSiam's hyperparameters (paper, "Baseline settings").
+
+    Args:
+        projection_hidden_dim: Hidden width of the 3-layer projector.
+        projection_output_dim: Width of the projection ``z``.
+        prediction_hidden_dim: Bottleneck width of the predictor (a quarter of ``projection_output_dim``).
+    """
+
+    projection_hidden_dim: int = 2048
+    projection_output_dim: int = 2048
+    prediction_hidden_dim: int = 512
+
+    def validate(self) -> None:
+        check_positive_int("projection_hidden_dim", self.projection_hidden_dim, "SimSiam")
+        check_positive_int("projection_output_dim", self.projection_output_dim, "SimSiam")
+        check_positive_int("prediction_hidden_dim", self.prediction_hidden_dim, "SimSiam")
+
+
+@register_method
+class SimSiam(SSLMethod):
+    """SimSiam around any timm backbone; see :class:`SimSiamConfig` for the hyperparameters.
+
+    The loss is ``(D(p_1, sg(z_2)) + D(p_2, sg(z_1))) / 2`` with ``D`` the negative cosine similarity and ``sg`` the
+    stop-gradient (paper eq. 3-4). There is no teacher: the published backbone is the one encoder, ``backbone``.
+    """
+
+    name = "simsiam"
+    display_name = "SimSiam"
+    config_class = SimSiamConfig
+    transform_class = SimSiamTransform
+    paper = PAPER
+    config: SimSiamConfig
+
+    def __init__(self, backbone: str | nn.Module, config: SimSiamConfig | None = None, **kwargs: Any) -> None:
+        super().__init__(backbone, config, **kwargs)
+        cfg = self.config
+        self.projection_head = SimSiamProjectionHead(
+            self.feature_dim, cfg.projection_hidden_dim, cfg.projection_output_dim
+        )
+        self.prediction_head = SimSiamPredictionHead(
+            cfg.projection_output_dim, cfg.prediction_hidden_dim, cfg.projection_output_dim
+        )
+        self.criterion = NegativeCosineSimilarity()
+
+    def forward(self, views: Sequence[torch.Tensor]) -> SSLMethodOutput:
+        self.check_views(views, count=2)
+        # One pass per view, as in the official code: batch-norm statistics are those of one view's batch.
+        z0, z1 = (self.projection_head(self.backbone(v)) for v in views)  # (B, D) each
+        p0, p1 = self.prediction_head(z0), self.prediction_head(z1)  # (B, D) each
+        loss = 0.5 * (self.criterion(p0, z1.detach()) + self.criterion(p1, z0.detach()))
+        return SSLMethodOutput(loss=loss)

@@ -1,0 +1,103 @@
+"""VICReg's augmentation (Bardes et al., ICLR 2022, arXiv:2105.04906, appendix), from torchvision.transforms.v2."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from typing import Any
+
+from torchvision.transforms import v2
+
+from ssl_hub._validation import check_probability
+from ssl_hub.transforms.multi_view import IMAGENET_NORMALIZE, MultiViewTransform
+from ssl_hub.transforms.view import view_augmentation
+
+
+class VICRegViewTransform(v2.Compose):
+    """One VICReg view: BYOL's augmentations (the paper follows BYOL's protocol), the same for both views.
+
+    Argument names and defaults are LightlySSL's ``VICRegTransform``: blur (probability 0.5) and solarization (0.1)
+    at the mean of BYOL's two views' rates. The official ``augmentations.py`` uses BYOL's asymmetric pair itself
+    (blur 1.0 / 0.1, solarization 0.0 / 0.2): pass :class:`~ssl_hub.transforms.BYOLTransform` to
+    ``ssl_hub.pretrain`` for that. The colour jitter is ``cj_strength`` times the factors (0.4, 0.4, 0.2, 0.1 by
+    default, BYOL's), and the blur's standard deviation is drawn from [0.1, 2] as in the official code.
+
+    Args:
+        input_size: Side of the output crop in pixels.
+        cj_prob: Probability of colour jitter.
+        cj_strength: Multiplier of the four jitter factors.
+        cj_bright: Brightness jitter factor.
+        cj_contrast: Contrast jitter factor.
+        cj_sat: Saturation jitter factor.
+        cj_hue: Hue jitter factor.
+        min_scale: Smallest crop area, as a fraction of the image.
+        random_gray_scale: Probability of converting to grayscale.
+        solarize_prob: Probability of solarization.
+        gaussian_blur: Probability of Gaussian blur.
+        kernel_size: Blur kernel side; ``None`` for 10 % of ``input_size``.
+        sigmas: Range of the blur's standard deviation.
+        vf_prob: Probability of a vertical flip.
+        hf_prob: Probability of a horizontal flip.
+        rr_prob: Probability of a rotation.
+        rr_degrees: Rotation range in degrees; ``None`` rotates by exactly 90 degrees.
+        normalize: ``{"mean", "std"}`` to normalise with, or ``None``.
+    """
+
+    def __init__(
+        self,
+        input_size: int = 224,
+        cj_prob: float = 0.8,
+        cj_strength: float = 0.5,
+        cj_bright: float = 0.8,
+        cj_contrast: float = 0.8,
+        cj_sat: float = 0.4,
+        cj_hue: float = 0.2,
+        min_scale: float = 0.08,
+        random_gray_scale: float = 0.2,
+        solarize_prob: float = 0.1,
+        gaussian_blur: float = 0.5,
+        kernel_size: int | None = None,
+        sigmas: Sequence[float] = (0.1, 2.0),
+        vf_prob: float = 0.0,
+        hf_prob: float = 0.5,
+        rr_prob: float = 0.0,
+        rr_degrees: float | Sequence[float] | None = None,
+        normalize: dict[str, tuple[float, ...]] | None = IMAGENET_NORMALIZE,
+    ) -> None:
+        check_probability("solarize_prob", solarize_prob, type(self).__name__)  # named as the user wrote it
+        super().__init__(
+            view_augmentation(
+                type(self).__name__,
+                input_size=input_size,
+                cj_prob=cj_prob,
+                cj_strength=cj_strength,
+                cj_bright=cj_bright,
+                cj_contrast=cj_contrast,
+                cj_sat=cj_sat,
+                cj_hue=cj_hue,
+                min_scale=min_scale,
+                random_gray_scale=random_gray_scale,
+                gaussian_blur=gaussian_blur,
+                kernel_size=kernel_size,
+                sigmas=sigmas,
+                solarization_prob=solarize_prob,
+                vf_prob=vf_prob,
+                hf_prob=hf_prob,
+                rr_prob=rr_prob,
+                rr_degrees=rr_degrees,
+                normalize=normalize,
+            )
+        )
+
+
+class VICRegTransform(MultiViewTransform):
+    """Two VICReg views of one image.
+
+    Args:
+        input_size: Side of each view in pixels.
+        **view_kwargs: Any argument of :class:`VICRegViewTransform` (same names and defaults).
+    """
+
+    def __init__(self, input_size: int = 224, **view_kwargs: Any) -> None:
+        view = VICRegViewTransform(input_size=input_size, **view_kwargs)
+        normalize = view_kwargs.get("normalize", IMAGENET_NORMALIZE)
+        super().__init__([view, view], input_size=input_size, normalize=normalize)
