@@ -8,10 +8,16 @@ from ssl_hub.heads.byol import SimSiamPredictionHead as SimSiamPredictionHead
 from ssl_hub.heads.byol import SimSiamProjectionHead as SimSiamProjectionHead
 from ssl_hub.heads.densecl import DenseCLDenseProjectionHead as DenseCLDenseProjectionHead
 from ssl_hub.heads.densecl import DenseCLProjectionHead as DenseCLProjectionHead
+from ssl_hub.heads.dino import DINOProjectionHead as DINOProjectionHead
 from ssl_hub.heads.moco import MoCoProjectionHead as MoCoProjectionHead
 from ssl_hub.heads.nnclr import NNCLRPredictionHead as NNCLRPredictionHead
 from ssl_hub.heads.nnclr import NNCLRProjectionHead as NNCLRProjectionHead
 from ssl_hub.heads.projection import ProjectionHead as ProjectionHead
 from ssl_hub.heads.projection import SimCLRProjectionHead as SimCLRProjectionHead
+from ssl_hub.heads.smog import SMoGPredictionHead as SMoGPredictionHead
+from ssl_hub.heads.smog import SMoGProjectionHead as SMoGProjectionHead
+from ssl_hub.heads.smog import SMoGPrototypes as SMoGPrototypes
+from ssl_hub.heads.swav import SwaVProjectionHead as SwaVProjectionHead
+from ssl_hub.heads.swav import SwaVPrototypes as SwaVPrototypes
 from ssl_hub.heads.tico import TiCoProjectionHead as TiCoProjectionHead
 from ssl_hub.heads.vicreg import VICRegProjectionHead as VICRegProjectionHead

@@ -5,8 +5,12 @@ from ssl_hub.losses.barlow_twins import BarlowTwinsLoss as BarlowTwinsLoss
 from ssl_hub.losses.dcl import DCLLoss as DCLLoss
 from ssl_hub.losses.dcl import DCLWLoss as DCLWLoss
 from ssl_hub.losses.densecl import DenseCLLoss as DenseCLLoss
+from ssl_hub.losses.dino import DINOLoss as DINOLoss
 from ssl_hub.losses.info_nce import InfoNCELoss as InfoNCELoss
 from ssl_hub.losses.negative_cosine_similarity import NegativeCosineSimilarity as NegativeCosineSimilarity
 from ssl_hub.losses.ntxent import NTXentLoss as NTXentLoss
+from ssl_hub.losses.smog import SMoGLoss as SMoGLoss
+from ssl_hub.losses.swav import SwaVLoss as SwaVLoss
+from ssl_hub.losses.swav import sinkhorn as sinkhorn
 from ssl_hub.losses.tico import TiCoLoss as TiCoLoss
 from ssl_hub.losses.vicreg import VICRegLoss as VICRegLoss

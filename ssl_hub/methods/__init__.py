@@ -15,6 +15,8 @@ from ssl_hub.methods.dclw import DCLW as DCLW
 from ssl_hub.methods.dclw import DCLWConfig as DCLWConfig
 from ssl_hub.methods.densecl import DenseCL as DenseCL
 from ssl_hub.methods.densecl import DenseCLConfig as DenseCLConfig
+from ssl_hub.methods.dino import DINO as DINO
+from ssl_hub.methods.dino import DINOConfig as DINOConfig
 from ssl_hub.methods.moco import MoCo as MoCo
 from ssl_hub.methods.moco import MoCoConfig as MoCoConfig
 from ssl_hub.methods.nnclr import NNCLR as NNCLR
@@ -23,6 +25,10 @@ from ssl_hub.methods.simclr import SimCLR as SimCLR
 from ssl_hub.methods.simclr import SimCLRConfig as SimCLRConfig
 from ssl_hub.methods.simsiam import SimSiam as SimSiam
 from ssl_hub.methods.simsiam import SimSiamConfig as SimSiamConfig
+from ssl_hub.methods.smog import SMoG as SMoG
+from ssl_hub.methods.smog import SMoGConfig as SMoGConfig
+from ssl_hub.methods.swav import SwaV as SwaV
+from ssl_hub.methods.swav import SwaVConfig as SwaVConfig
 from ssl_hub.methods.tico import TiCo as TiCo
 from ssl_hub.methods.tico import TiCoConfig as TiCoConfig
 from ssl_hub.methods.vicreg import VICReg as VICReg

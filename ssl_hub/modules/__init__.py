@@ -9,4 +9,6 @@ from ssl_hub.modules.ema import deactivate_requires_grad as deactivate_requires_
 from ssl_hub.modules.ema import ema_copy as ema_copy
 from ssl_hub.modules.ema import update_momentum as update_momentum
 from ssl_hub.modules.memory_bank import MemoryBankModule as MemoryBankModule
+from ssl_hub.modules.multi_crop import dynamic_size_backbone as dynamic_size_backbone
+from ssl_hub.modules.multi_crop import multi_crop_forward as multi_crop_forward
 from ssl_hub.modules.nn_memory_bank import NNMemoryBankModule as NNMemoryBankModule

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import logging
 import math
 from collections.abc import Sequence
 from typing import Any
@@ -15,6 +16,8 @@ from transformers import TrainerCallback, TrainerControl, TrainerState, Training
 from ssl_hub import distributed
 from ssl_hub.modules.ema import update_momentum
 from ssl_hub.training.schedules import cosine_schedule, steps_per_epoch
+
+logger = logging.getLogger(__name__)
 
 
 class NonFiniteLossError(RuntimeError):
@@ -159,3 +162,46 @@ class FreezeParametersCallback(TrainerCallback):
         if state.global_step < self.frozen_until(state):
             for parameter in self.parameters:
                 parameter.grad = None
+
+
+class WeightDecayScheduleCallback(TrainerCallback):
+    """Before each optimizer step, set the weight decay to a cosine schedule (DINO, Caron et al., 2021, sec. 3.2).
+
+    The weight decay of the step with index ``k`` is ``cosine_schedule(k, max_steps, start, end)``. It is set on the
+    parameter groups the Trainer decays: those with a weight decay > 0 when training begins. The Trainer's group
+    without decay holds biases and LayerNorm weights, as in DINO (which also exempts BatchNorm weights; the Trainer
+    decays those).
+
+    Args:
+        weight_decay_start: Weight decay of the first step.
+        weight_decay_end: Weight decay of the last step.
+    """
+
+    def __init__(self, weight_decay_start: float, weight_decay_end: float) -> None:
+        self.weight_decay_start = weight_decay_start
+        self.weight_decay_end = weight_decay_end
+        self.decayed_groups: list[int] = []
+
+    def weight_decay(self, step: int, max_steps: int) -> float:
+        return cosine_schedule(step, max_steps, self.weight_decay_start, self.weight_decay_end)
+
+    def on_train_begin(
+        self, args: TrainingArguments, state: TrainerState, control: TrainerControl, **kwargs: Any
+    ) -> None:
+        groups = kwargs["optimizer"].param_groups
+        self.decayed_groups = [i for i, group in enumerate(groups) if group.get("weight_decay", 0.0) > 0]
+        if not self.decayed_groups:
+            logger.warning(
+                "No parameter group has weight decay (TrainingArguments.weight_decay is 0): the weight-decay "
+                "schedule %s -> %s is not applied.",
+                self.weight_decay_start,
+                self.weight_decay_end,
+            )
+
+    def on_step_begin(
+        self, args: TrainingArguments, state: TrainerState, control: TrainerControl, **kwargs: Any
+    ) -> None:
+        groups = kwargs["optimizer"].param_groups
+        weight_decay = self.weight_decay(state.global_step, state.max_steps)
+        for index in self.decayed_groups:
+            groups[index]["weight_decay"] = weight_decay

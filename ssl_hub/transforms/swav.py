@@ -1,0 +1,106 @@
+"""SwaV's multi-crop augmentation (Caron et al., 2020, arXiv:2006.09882, section 3.2 and official ``main_swav.py``)."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+from torchvision.transforms import v2
+
+from ssl_hub._validation import check_positive_int
+from ssl_hub.transforms.multi_crop import check_crop_categories, default_crop_sizes
+from ssl_hub.transforms.multi_view import IMAGENET_NORMALIZE, MultiViewTransform
+from ssl_hub.transforms.view import view_augmentation
+
+
+class SwaVTransform(MultiViewTransform):
+    """Multi-crop views of one image: ``crop_counts[i]`` crops of side ``crop_sizes[i]`` for each crop category.
+
+    The default is SwAV's 2 x 224 + 6 x 96 px with SimCLR's colour distortion (strength 1) and blur. Argument names
+    and defaults follow LightlySSL's ``SwaVTransform``. The first category holds the global crops.
+
+    Args:
+        crop_sizes: Side of the crops of each category in pixels; ``None`` for ``(input_size, round(input_size *
+            96 / 224))``, i.e. ``(224, 96)``.
+        crop_counts: Number of crops of each category.
+        crop_min_scales: Smallest crop area of each category, as a fraction of the image.
+        crop_max_scales: Largest crop area of each category, as a fraction of the image.
+        hf_prob: Probability of a horizontal flip.
+        vf_prob: Probability of a vertical flip.
+        rr_prob: Probability of a rotation.
+        rr_degrees: Rotation range in degrees; ``None`` rotates by exactly 90 degrees.
+        cj_prob: Probability of colour jitter.
+        cj_strength: Multiplier of the four jitter factors.
+        cj_bright: Brightness jitter factor.
+        cj_contrast: Contrast jitter factor.
+        cj_sat: Saturation jitter factor.
+        cj_hue: Hue jitter factor.
+        random_gray_scale: Probability of converting to grayscale.
+        gaussian_blur: Probability of Gaussian blur.
+        kernel_size: Blur kernel side; ``None`` for 10 % of each crop's side.
+        sigmas: Range of the blur's standard deviation.
+        normalize: ``{"mean", "std"}`` to normalise with, or ``None``.
+        input_size: Side of the global crops when ``crop_sizes`` is not given (what ``method.make_transform``
+            passes).
+    """
+
+    def __init__(
+        self,
+        crop_sizes: Sequence[int] | None = None,
+        crop_counts: Sequence[int] = (2, 6),
+        crop_min_scales: Sequence[float] = (0.14, 0.05),
+        crop_max_scales: Sequence[float] = (1.0, 0.14),
+        hf_prob: float = 0.5,
+        vf_prob: float = 0.0,
+        rr_prob: float = 0.0,
+        rr_degrees: float | Sequence[float] | None = None,
+        cj_prob: float = 0.8,
+        cj_strength: float = 1.0,
+        cj_bright: float = 0.8,
+        cj_contrast: float = 0.8,
+        cj_sat: float = 0.8,
+        cj_hue: float = 0.2,
+        random_gray_scale: float = 0.2,
+        gaussian_blur: float = 0.5,
+        kernel_size: int | None = None,
+        sigmas: tuple[float, float] = (0.1, 2.0),
+        normalize: dict[str, tuple[float, ...]] | None = IMAGENET_NORMALIZE,
+        input_size: int | None = None,
+    ) -> None:
+        owner = type(self).__name__
+        sizes = tuple(crop_sizes) if crop_sizes is not None else default_crop_sizes(input_size)
+        check_crop_categories(
+            owner,
+            crop_sizes=sizes,
+            crop_counts=crop_counts,
+            crop_min_scales=crop_min_scales,
+            crop_max_scales=crop_max_scales,
+        )
+        views: list[v2.Transform] = []
+        for size, count, min_scale, max_scale in zip(sizes, crop_counts, crop_min_scales, crop_max_scales, strict=True):
+            check_positive_int("crop_counts", count, owner, minimum=0)
+            view = v2.Compose(
+                view_augmentation(
+                    owner,
+                    input_size=size,
+                    cj_prob=cj_prob,
+                    cj_strength=cj_strength,
+                    cj_bright=cj_bright,
+                    cj_contrast=cj_contrast,
+                    cj_sat=cj_sat,
+                    cj_hue=cj_hue,
+                    min_scale=min_scale,
+                    max_scale=max_scale,
+                    random_gray_scale=random_gray_scale,
+                    gaussian_blur=gaussian_blur,
+                    kernel_size=kernel_size,
+                    sigmas=sigmas,
+                    solarization_prob=0.0,
+                    vf_prob=vf_prob,
+                    hf_prob=hf_prob,
+                    rr_prob=rr_prob,
+                    rr_degrees=rr_degrees,
+                    normalize=normalize,
+                )
+            )
+            views.extend([view] * count)
+        super().__init__(views, input_size=sizes[0], normalize=normalize)
