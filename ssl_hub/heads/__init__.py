@@ -1,6 +1,8 @@
 """Projection and prediction heads, with LightlySSL's names."""
 
 # One line per heads file (explicit re-exports: `X as X`).
+from ssl_hub.heads.aim import AIMPredictionHead as AIMPredictionHead
+from ssl_hub.heads.aim import AIMPredictionHeadBlock as AIMPredictionHeadBlock
 from ssl_hub.heads.barlow_twins import BarlowTwinsProjectionHead as BarlowTwinsProjectionHead
 from ssl_hub.heads.byol import BYOLPredictionHead as BYOLPredictionHead
 from ssl_hub.heads.byol import BYOLProjectionHead as BYOLProjectionHead

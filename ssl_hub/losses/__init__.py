@@ -7,8 +7,10 @@ from ssl_hub.losses.dcl import DCLWLoss as DCLWLoss
 from ssl_hub.losses.densecl import DenseCLLoss as DenseCLLoss
 from ssl_hub.losses.dino import DINOLoss as DINOLoss
 from ssl_hub.losses.info_nce import InfoNCELoss as InfoNCELoss
+from ssl_hub.losses.mae import MAELoss as MAELoss
 from ssl_hub.losses.negative_cosine_similarity import NegativeCosineSimilarity as NegativeCosineSimilarity
 from ssl_hub.losses.ntxent import NTXentLoss as NTXentLoss
+from ssl_hub.losses.simmim import SimMIMLoss as SimMIMLoss
 from ssl_hub.losses.smog import SMoGLoss as SMoGLoss
 from ssl_hub.losses.swav import SwaVLoss as SwaVLoss
 from ssl_hub.losses.swav import sinkhorn as sinkhorn

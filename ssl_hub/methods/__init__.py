@@ -1,6 +1,8 @@
 """SSL methods, one file each; importing a file registers its method."""
 
 # The base classes and one line per method file (explicit re-exports: `X as X`), sorted as isort sorts them.
+from ssl_hub.methods.aim import AIM as AIM
+from ssl_hub.methods.aim import AIMConfig as AIMConfig
 from ssl_hub.methods.barlowtwins import BarlowTwins as BarlowTwins
 from ssl_hub.methods.barlowtwins import BarlowTwinsConfig as BarlowTwinsConfig
 from ssl_hub.methods.base import MethodConfig as MethodConfig
@@ -17,12 +19,17 @@ from ssl_hub.methods.densecl import DenseCL as DenseCL
 from ssl_hub.methods.densecl import DenseCLConfig as DenseCLConfig
 from ssl_hub.methods.dino import DINO as DINO
 from ssl_hub.methods.dino import DINOConfig as DINOConfig
+from ssl_hub.methods.mae import MAE as MAE
+from ssl_hub.methods.mae import MAEConfig as MAEConfig
+from ssl_hub.methods.mae import MAEDecoder as MAEDecoder
 from ssl_hub.methods.moco import MoCo as MoCo
 from ssl_hub.methods.moco import MoCoConfig as MoCoConfig
 from ssl_hub.methods.nnclr import NNCLR as NNCLR
 from ssl_hub.methods.nnclr import NNCLRConfig as NNCLRConfig
 from ssl_hub.methods.simclr import SimCLR as SimCLR
 from ssl_hub.methods.simclr import SimCLRConfig as SimCLRConfig
+from ssl_hub.methods.simmim import SimMIM as SimMIM
+from ssl_hub.methods.simmim import SimMIMConfig as SimMIMConfig
 from ssl_hub.methods.simsiam import SimSiam as SimSiam
 from ssl_hub.methods.simsiam import SimSiamConfig as SimSiamConfig
 from ssl_hub.methods.smog import SMoG as SMoG

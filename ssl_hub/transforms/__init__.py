@@ -1,17 +1,20 @@
 """Multi-view augmentations (torchvision.transforms.v2), with LightlySSL's names and the papers' defaults."""
 
 # One line per transform (explicit re-exports: `X as X`).
+from ssl_hub.transforms.aim import AIMTransform as AIMTransform
 from ssl_hub.transforms.byol import BYOLTransform as BYOLTransform
 from ssl_hub.transforms.byol import BYOLView1Transform as BYOLView1Transform
 from ssl_hub.transforms.byol import BYOLView2Transform as BYOLView2Transform
 from ssl_hub.transforms.densecl import DenseCLTransform as DenseCLTransform
 from ssl_hub.transforms.dino import DINOTransform as DINOTransform
+from ssl_hub.transforms.mae import MAETransform as MAETransform
 from ssl_hub.transforms.moco import MoCoV2Transform as MoCoV2Transform
 from ssl_hub.transforms.multi_crop import local_crop_size as local_crop_size
 from ssl_hub.transforms.multi_view import IMAGENET_NORMALIZE as IMAGENET_NORMALIZE
 from ssl_hub.transforms.multi_view import MultiViewTransform as MultiViewTransform
 from ssl_hub.transforms.simclr import SimCLRTransform as SimCLRTransform
 from ssl_hub.transforms.simclr import SimCLRViewTransform as SimCLRViewTransform
+from ssl_hub.transforms.simmim import SimMIMTransform as SimMIMTransform
 from ssl_hub.transforms.simsiam import SimSiamTransform as SimSiamTransform
 from ssl_hub.transforms.simsiam import SimSiamViewTransform as SimSiamViewTransform
 from ssl_hub.transforms.smog import SMoGTransform as SMoGTransform
