@@ -1,4 +1,4 @@
-"""Step time (and peak GPU memory) of each method against the bare backbone on the same views, in one run.
+"""Step time and step memory of each method against the bare backbone on the same views, in one run.
 
     python benchmarks/step_time.py --backbone resnet18 --image-size 32 --batch-size 128 [--methods simclr ...]
 
@@ -6,14 +6,20 @@ For every method: one batch of views is made with the method's own transform; th
 machine load hits both alike, we time (a) the bare timm backbone's forward + backward + SGD step on exactly those
 views (same-size views concatenated into one batch), (b) the method's forward (backbone, heads, loss) + backward +
 SGD step, and (c) the same method step driven by ``transformers.Trainer`` (from on_step_begin to on_step_end).
-Ratios b/a and c/a are ssl_hub's overhead (heads and loss included). Prints a markdown table.
+Ratios b/a and c/a are ssl_hub's overhead (heads and loss included). Step memory: the peak allocated during a step
+(GPU: torch's peak statistics; CPU: the growth of the process's resident memory during the first step, sampled every
+millisecond in a fresh process), i.e. activations, gradients and optimizer state beyond the weights. Prints a
+markdown table.
 """
 
 from __future__ import annotations
 
 import argparse
+import gc
 import platform
 import statistics
+import subprocess
+import sys
 import time
 from collections.abc import Callable
 from typing import Any
@@ -27,7 +33,8 @@ import ssl_hub
 from ssl_hub.data.views import collate_views
 
 HEADER = (
-    "| method | bare backbone (ms) | ssl_hub step (ms) | ratio | Trainer step (ms) | ratio | peak MiB bare / ssl_hub |"
+    "| method | bare backbone (ms) | ssl_hub step (ms) | ratio | Trainer step (ms) | ratio "
+    "| step memory MiB, bare / ssl_hub (ratio) |"
 )
 
 
@@ -98,7 +105,10 @@ class FixedViews(torch.utils.data.Dataset):
         return {"views": [v[index] for v in self.views]}
 
 
-def benchmark(name: str, args: argparse.Namespace, device: torch.device) -> dict[str, Any]:
+def make_steps(
+    name: str, args: argparse.Namespace, device: torch.device
+) -> tuple[ssl_hub.SSLMethod, list[torch.Tensor], Callable[[], None], Callable[[], None]]:
+    """The method, its views, and the two steps compared: bare backbone vs method, both with SGD."""
     torch.manual_seed(0)
     method = ssl_hub.create_method(name, backbone=args.backbone).to(device)
     method.fit_input_size(args.image_size)
@@ -108,7 +118,6 @@ def benchmark(name: str, args: argparse.Namespace, device: torch.device) -> dict
     bare_optimizer = torch.optim.SGD(bare.parameters(), lr=1e-3, momentum=0.9)
     method_optimizer = torch.optim.SGD(method.parameters(), lr=1e-3, momentum=0.9)
     autocast = torch.autocast(device.type, dtype=torch.bfloat16, enabled=args.bf16)
-
     same_size_batches = [torch.cat(group) for group in group_by_shape(views)]  # the bare model's best batching
 
     def bare_step() -> None:
@@ -124,6 +133,47 @@ def benchmark(name: str, args: argparse.Namespace, device: torch.device) -> dict
         loss.backward()
         method_optimizer.step()
         method_optimizer.zero_grad(set_to_none=True)
+
+    return method, views, bare_step, method_step
+
+
+def cpu_step_memory(step: Callable[[], None]) -> float:
+    """MiB the process grows by during ``step`` (activations, gradients, optimizer state), sampled every ms."""
+    import threading
+
+    import psutil
+
+    gc.collect()
+    process = psutil.Process()
+    baseline = peak = process.memory_info().rss
+    done = threading.Event()
+
+    def sample() -> None:
+        nonlocal peak
+        while not done.is_set():
+            peak = max(peak, process.memory_info().rss)
+            time.sleep(0.001)
+
+    sampler = threading.Thread(target=sample)
+    sampler.start()
+    step()
+    done.set()
+    sampler.join()
+    return (peak - baseline) / 2**20
+
+
+def cpu_peak_memory(name: str, which: str, args: argparse.Namespace) -> float:
+    """:func:`cpu_step_memory` of the first ``which`` step, in a fresh process (freed memory stays in RSS)."""
+    command = [sys.executable, __file__, "--methods", name, "--backbone", args.backbone, "--image-size",
+               str(args.image_size), "--batch-size", str(args.batch_size), "--memory-of", which]  # fmt: skip
+    if args.threads:
+        command += ["--threads", str(args.threads)]
+    output = subprocess.run(command, capture_output=True, text=True, check=True).stdout
+    return float(output.strip().splitlines()[-1])
+
+
+def benchmark(name: str, args: argparse.Namespace, device: torch.device) -> dict[str, Any]:
+    method, views, bare_step, method_step = make_steps(name, args, device)
 
     for _ in range(args.warmup):
         bare_step()
@@ -164,8 +214,10 @@ def benchmark(name: str, args: argparse.Namespace, device: torch.device) -> dict
         "bare_ms": bare_ms,
         "method_ms": method_ms,
         "trainer_ms": trainer_ms,
-        "bare_mib": peak_memory(bare_step, device),
-        "method_mib": peak_memory(method_step, device),
+        "bare_mib": peak_memory(bare_step, device) if device.type == "cuda" else cpu_peak_memory(name, "bare", args),
+        "method_mib": peak_memory(method_step, device)
+        if device.type == "cuda"
+        else cpu_peak_memory(name, "method", args),
     }
 
 
@@ -179,10 +231,15 @@ def main() -> None:
     parser.add_argument("--warmup", type=int, default=5)
     parser.add_argument("--threads", type=int, default=None, help="torch CPU threads (default: torch's)")
     parser.add_argument("--bf16", action="store_true")
+    parser.add_argument("--memory-of", choices=["bare", "method"], help=argparse.SUPPRESS)  # one CPU memory probe
     args = parser.parse_args()
     if args.threads:
         torch.set_num_threads(args.threads)
     device = torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    if args.memory_of:
+        _, _, bare_step, method_step = make_steps(args.methods[0], args, device)
+        print(cpu_step_memory(bare_step if args.memory_of == "bare" else method_step))
+        return
     where = (
         torch.cuda.get_device_name(device)
         if device.type == "cuda"
@@ -194,9 +251,12 @@ def main() -> None:
     )
     print(HEADER)
     print("|---|---|---|---|---|---|---|")
+    is_vit = hasattr(ssl_hub.modules.backbone.create_backbone(args.backbone), "patch_embed")
     for name in args.methods:
+        if ssl_hub.get_method_class(name).requires_vit and not is_vit:
+            continue  # masked-image methods: ViT backbones only
         r = benchmark(name, args, device)
-        memory = f"{r['bare_mib']:.0f} / {r['method_mib']:.0f}" if r["bare_mib"] is not None else "n/a (CPU)"
+        memory = f"{r['bare_mib']:.0f} / {r['method_mib']:.0f} ({r['method_mib'] / r['bare_mib']:.2f})"
         print(
             f"| {r['method']} | {r['bare_ms']:.1f} | {r['method_ms']:.1f} | {r['method_ms'] / r['bare_ms']:.3f} "
             f"| {r['trainer_ms']:.1f} | {r['trainer_ms'] / r['bare_ms']:.3f} | {memory} |",
