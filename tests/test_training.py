@@ -65,3 +65,31 @@ def test_nan_loss_stops_training_keeps_the_last_finite_weights_and_saves_them(tm
     assert (tmp_path / "checkpoint-3" / "model.safetensors").is_file()
     assert not (tmp_path / "config.json").exists(), "a failed run must not publish a hub folder"
     assert "checkpoint-3" in str(error.value)
+
+
+def test_weight_decay_spares_biases_and_normalisation_parameters(tmp_path: Path) -> None:
+    method = ssl_hub.create_method("simclr", backbone="test_resnet")
+    result = ssl_hub.pretrain(
+        method,
+        ArrayImageDataset(random_images(16, 32)),
+        {
+            "output_dir": str(tmp_path),
+            "max_steps": 1,
+            "per_device_train_batch_size": 8,
+            "use_cpu": True,
+            "save_strategy": "no",
+            "disable_tqdm": True,
+            "weight_decay": 0.1,
+            "optim": "sgd",
+        },
+        image_size=32,
+        save=False,
+    )
+    decayed, spared = result.trainer.optimizer.param_groups
+    assert decayed["weight_decay"] == 0.1
+    assert spared["weight_decay"] == 0.0
+    names = {id(p): n for n, p in method.named_parameters()}
+    assert {names[id(p)] for p in spared["params"]} == {n for n, p in method.named_parameters() if p.ndim <= 1}
+    assert "backbone.bn1.weight" in {names[id(p)] for p in spared["params"]}
+    assert all(p.ndim > 1 for p in decayed["params"])
+    assert type(result.trainer.optimizer.optimizer).__name__ == "SGD"  # the optimizer --optim names

@@ -154,6 +154,16 @@ class SSLMethod(nn.Module):
         """The method's default augmentation: image -> list of views. ``kwargs`` override its arguments."""
         return self.transform_class(input_size=input_size, **kwargs)
 
+    def parameter_groups(self, weight_decay: float) -> list[dict[str, Any]]:
+        """Optimizer parameter groups: weight decay on weight matrices and kernels, none on biases and
+        normalisation parameters (every tensor of at most one dimension), as SSL recipes do (SimCLR's and BYOL's LARS,
+        DINO's ``get_params_groups``). Frozen parameters (teachers) are left out."""
+        trainable = [p for p in self.parameters() if p.requires_grad]
+        return [
+            {"params": [p for p in trainable if p.ndim > 1], "weight_decay": weight_decay},
+            {"params": [p for p in trainable if p.ndim <= 1], "weight_decay": 0.0},
+        ]
+
     def callbacks(self) -> list[TrainerCallback]:
         """The Trainer callbacks this method needs (EMA momentum, temperature schedules, ...)."""
         return []

@@ -6,7 +6,7 @@ import logging
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, cast
 
 import torch
 from timm.data import IMAGENET_DEFAULT_MEAN, IMAGENET_DEFAULT_STD
@@ -63,6 +63,17 @@ def _warmup(args: TrainingArguments) -> str:
     if 0 < args.warmup_steps < 1:
         return f"{args.warmup_steps:.0%} of the steps"
     return f"{int(args.warmup_steps)} steps"
+
+
+def _optimizer(method: SSLMethod, args: TrainingArguments) -> torch.optim.Optimizer | None:
+    """The optimizer ``args.optim`` names (built by the Trainer's own factory) over the method's parameter groups.
+
+    ``None`` lets the Trainer build its own where it must (DeepSpeed and FSDP manage the optimizer themselves).
+    """
+    if args.deepspeed or args.fsdp:
+        return None
+    optimizer_class, optimizer_kwargs = Trainer.get_optimizer_cls_and_kwargs(args, cast(Any, method))
+    return optimizer_class(method.parameter_groups(args.weight_decay), **optimizer_kwargs)
 
 
 def pretrain(
@@ -144,6 +155,7 @@ def pretrain(
         train_dataset=MultiViewDataset(splits.train, transform),
         data_collator=collate_views,
         callbacks=[*method.callbacks(), monitor, *monitors, *callbacks],
+        optimizers=(_optimizer(method, training_args), None),
     )
     for knn_monitor in monitors:
         knn_monitor.attach(trainer)
