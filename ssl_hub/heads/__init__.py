@@ -12,6 +12,7 @@ from ssl_hub.heads.densecl import DenseCLDenseProjectionHead as DenseCLDenseProj
 from ssl_hub.heads.densecl import DenseCLProjectionHead as DenseCLProjectionHead
 from ssl_hub.heads.dino import DINOProjectionHead as DINOProjectionHead
 from ssl_hub.heads.moco import MoCoProjectionHead as MoCoProjectionHead
+from ssl_hub.heads.msn import MSNProjectionHead as MSNProjectionHead
 from ssl_hub.heads.nnclr import NNCLRPredictionHead as NNCLRPredictionHead
 from ssl_hub.heads.nnclr import NNCLRProjectionHead as NNCLRProjectionHead
 from ssl_hub.heads.projection import ProjectionHead as ProjectionHead

@@ -26,7 +26,8 @@ def sinkhorn(
     ``Q = exp(scores / epsilon)`` (prototypes x samples) is scaled alternately so that every prototype receives
     ``1 / K`` of the mass and every sample ``1 / N``; the returned codes are ``N Q`` (each sample's code sums to 1).
     With ``gather_distributed`` the sums run over the samples of all ranks (all-reduce of the sums, as the official
-    ``distributed_sinkhorn``), so the codes are those of the global batch.
+    ``distributed_sinkhorn``), so the codes are those of the global batch; ranks may hold different numbers of samples
+    (DINOv2's masked patches: the count is all-reduced too).
 
     Args:
         out: ``(B, K)`` scores of this rank's samples.
@@ -40,11 +41,11 @@ def sinkhorn(
         ``(B, K)`` codes of ``out``.
     """
     reduce = distributed.all_reduce_sum if gather_distributed else (lambda tensor: tensor)
-    world_size = distributed.world_size() if gather_distributed else 1
     scores = at_least_float32(out)
     local = torch.exp(scores / epsilon).T  # (K, B)
     extra = torch.exp(at_least_float32(shared).to(scores.dtype) / epsilon).T if shared is not None else local[:, :0]
-    n_prototypes, n_samples = local.shape[0], local.shape[1] * world_size + extra.shape[1]
+    n_prototypes = local.shape[0]
+    n_samples = reduce(local.new_tensor(float(local.shape[1]))) + extra.shape[1]
     total = reduce(local.sum()) + extra.sum()
     local, extra = local / total, extra / total
     for _ in range(iterations):

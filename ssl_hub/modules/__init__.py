@@ -22,6 +22,8 @@ from ssl_hub.modules.masking import prefix_causal_attention_mask as prefix_causa
 from ssl_hub.modules.masking import random_mask as random_mask
 from ssl_hub.modules.masking import random_prefix_lengths as random_prefix_lengths
 from ssl_hub.modules.memory_bank import MemoryBankModule as MemoryBankModule
+from ssl_hub.modules.multi_block_mask import MultiBlockMask as MultiBlockMask
+from ssl_hub.modules.multi_block_mask import multi_block_mask as multi_block_mask
 from ssl_hub.modules.multi_crop import dynamic_size_backbone as dynamic_size_backbone
 from ssl_hub.modules.multi_crop import multi_crop_forward as multi_crop_forward
 from ssl_hub.modules.nn_memory_bank import NNMemoryBankModule as NNMemoryBankModule

@@ -2,6 +2,7 @@
 
 from ssl_hub.training.callbacks import EMAUpdateCallback as EMAUpdateCallback
 from ssl_hub.training.callbacks import FreezeParametersCallback as FreezeParametersCallback
+from ssl_hub.training.callbacks import LinearEMAUpdateCallback as LinearEMAUpdateCallback
 from ssl_hub.training.callbacks import LossMonitor as LossMonitor
 from ssl_hub.training.callbacks import NonFiniteLossError as NonFiniteLossError
 from ssl_hub.training.callbacks import WeightDecayScheduleCallback as WeightDecayScheduleCallback
@@ -9,5 +10,6 @@ from ssl_hub.training.pretrain import PretrainResult as PretrainResult
 from ssl_hub.training.pretrain import pretrain as pretrain
 from ssl_hub.training.pretrain import training_arguments as training_arguments
 from ssl_hub.training.schedules import cosine_schedule as cosine_schedule
+from ssl_hub.training.schedules import linear_schedule as linear_schedule
 from ssl_hub.training.schedules import linear_warmup_schedule as linear_warmup_schedule
 from ssl_hub.training.schedules import steps_per_epoch as steps_per_epoch

@@ -15,7 +15,7 @@ from transformers import TrainerCallback, TrainerControl, TrainerState, Training
 
 from ssl_hub import distributed
 from ssl_hub.modules.ema import update_momentum
-from ssl_hub.training.schedules import cosine_schedule, steps_per_epoch
+from ssl_hub.training.schedules import cosine_schedule, linear_schedule, steps_per_epoch
 
 logger = logging.getLogger(__name__)
 
@@ -205,3 +205,12 @@ class WeightDecayScheduleCallback(TrainerCallback):
         weight_decay = self.weight_decay(state.global_step, state.max_steps)
         for index in self.decayed_groups:
             groups[index]["weight_decay"] = weight_decay
+
+
+class LinearEMAUpdateCallback(EMAUpdateCallback):
+    """:class:`EMAUpdateCallback` with a linear momentum schedule: ``linear_schedule(k, max_steps, start, end)``
+    after step ``k`` (MSN, Assran et al. 2022, and I-JEPA, Assran et al. 2023: 0.996 -> 1 linearly).
+    """
+
+    def momentum(self, step: int, max_steps: int) -> float:
+        return linear_schedule(step, max_steps, self.momentum_start, self.momentum_end)

@@ -45,3 +45,21 @@ def linear_warmup_schedule(step: int, warmup_steps: int, start_value: float, end
 def steps_per_epoch(max_steps: int, num_train_epochs: float) -> int:
     """Optimizer steps in one epoch of a run of ``max_steps`` steps over ``num_train_epochs`` epochs."""
     return max(1, math.ceil(max_steps / max(num_train_epochs, 1e-12)))
+
+
+def linear_schedule(step: int, max_steps: int, start_value: float, end_value: float) -> float:
+    """Linear from ``start_value`` at step 0 to ``end_value`` at step ``max_steps - 1``, constant after (the EMA
+    momentum of MSN and I-JEPA, 0.996 -> 1).
+
+    Args:
+        step: Current step, ``0 <= step``.
+        max_steps: Number of steps; ``step >= max_steps - 1`` gives ``end_value``.
+        start_value: Value at step 0.
+        end_value: Value at the last step.
+    """
+    if step < 0 or max_steps < 1:
+        raise ValueError(f"linear_schedule needs step >= 0 and max_steps >= 1, got {step} and {max_steps}.")
+    if max_steps == 1:
+        return end_value
+    progress = min(step / (max_steps - 1), 1.0)
+    return start_value + (end_value - start_value) * progress

@@ -7,8 +7,11 @@ from ssl_hub.transforms.byol import BYOLView1Transform as BYOLView1Transform
 from ssl_hub.transforms.byol import BYOLView2Transform as BYOLView2Transform
 from ssl_hub.transforms.densecl import DenseCLTransform as DenseCLTransform
 from ssl_hub.transforms.dino import DINOTransform as DINOTransform
+from ssl_hub.transforms.ibot import IBOTTransform as IBOTTransform
+from ssl_hub.transforms.ijepa import IJEPATransform as IJEPATransform
 from ssl_hub.transforms.mae import MAETransform as MAETransform
 from ssl_hub.transforms.moco import MoCoV2Transform as MoCoV2Transform
+from ssl_hub.transforms.msn import MSNTransform as MSNTransform
 from ssl_hub.transforms.multi_crop import local_crop_size as local_crop_size
 from ssl_hub.transforms.multi_view import IMAGENET_NORMALIZE as IMAGENET_NORMALIZE
 from ssl_hub.transforms.multi_view import MultiViewTransform as MultiViewTransform

@@ -1,0 +1,87 @@
+"""Checks shared by the tests of the masked-image teacher methods (MSN, PMSN, I-JEPA, iBOT, DINOv2): the EMA update
+of a real ``ssl_hub.pretrain`` run and the hub round trip of a published teacher, through timm and transformers."""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Sequence
+from pathlib import Path
+
+import timm
+import torch
+from conftest import random_images
+from PIL import Image
+from teacher_state_checks import TeacherRecorder, pretrain_a_few_steps
+
+import ssl_hub
+from ssl_hub.data import collate_views
+from ssl_hub.training import EMAUpdateCallback
+
+
+def check_ema_follows(method: ssl_hub.SSLMethod, tmp_path: Path, schedule: Callable[[int, int], float]) -> None:
+    """During ``ssl_hub.pretrain``, after every step ``teacher == m * teacher_before + (1 - m) * student`` with
+    ``m = schedule(step, max_steps)``, for every (student, teacher) pair of the method's EMA callback."""
+    (ema,) = [c for c in method.callbacks() if isinstance(c, EMAUpdateCallback)]
+    recorder = TeacherRecorder(ema.pairs)
+    pretrain_a_few_steps(method, tmp_path, steps=3, callbacks=[recorder])
+    assert [r["step"] for r in recorder.records] == [0, 1, 2]
+    for record in recorder.records:
+        m = schedule(record["step"], record["max_steps"])
+        before, after, student = record["before"], record["after"], record["student"]
+        torch.testing.assert_close(after, m * before + (1 - m) * student, rtol=0, atol=5e-7)
+        pull = student - before
+        if m < 1:
+            assert pull.abs().max() > 1e-3, "the student must have moved away from the teacher"
+            fitted = 1 - float((after - before) @ pull / (pull @ pull))
+            assert abs(fitted - m) < 1e-5, (record["step"], fitted, m)
+        else:
+            assert torch.equal(after, before)
+
+
+def check_hub_round_trip(
+    method: ssl_hub.SSLMethod, tmp_path: Path, views: Sequence[torch.Tensor], state_prefixes: Sequence[str]
+) -> ssl_hub.SSLMethod:
+    """After a short ``pretrain``: timm ``local-dir:`` and transformers ``AutoModel`` give the published teacher's
+    features, the published weights are the teacher's only, and ``load_method`` restores every tensor (those under
+    ``state_prefixes`` must exist) and the same loss. Returns the restored method."""
+    from transformers import AutoModel
+
+    pretrain_a_few_steps(method, tmp_path / "run", steps=2)
+    folder = method.save_pretrained(tmp_path / "hub")
+    assert method.published_backbone == "teacher_backbone"
+    method.eval()
+    images = torch.randn(3, 3, 32, 32, generator=torch.Generator().manual_seed(0))
+    with torch.no_grad():
+        expected = method.teacher_backbone(images)
+        timm_model = timm.create_model(f"local-dir:{folder}", pretrained=True).eval()
+        torch.testing.assert_close(timm_model(images), expected, rtol=0, atol=0)
+        encoder = AutoModel.from_pretrained(folder).eval()
+        torch.testing.assert_close(encoder(pixel_values=images).pooler_output, expected, rtol=1e-5, atol=1e-6)
+        student = method.backbone(images)
+    assert not torch.equal(student, expected), "the student differs from the published teacher after training"
+    teacher_state = method.teacher_backbone.state_dict()
+    assert timm_model.state_dict().keys() == teacher_state.keys()  # no mask token, predictor or head
+    for key, value in timm_model.state_dict().items():
+        assert torch.equal(value, teacher_state[key]), key
+
+    restored = ssl_hub.load_method(folder)
+    assert type(restored) is type(method)
+    assert restored.config == method.config
+    original, loaded = method.state_dict(), restored.state_dict()
+    assert original.keys() == loaded.keys()
+    for prefix in state_prefixes:
+        assert any(key.startswith(prefix) for key in original), prefix
+    for key, value in original.items():
+        torch.testing.assert_close(loaded[key], value, rtol=0, atol=0, msg=key)
+    method.train()
+    restored.train()
+    with torch.no_grad():
+        torch.testing.assert_close(restored(views=views).loss, method(views=views).loss, rtol=0, atol=0)
+    return restored
+
+
+def transform_views(method: ssl_hub.SSLMethod, count: int = 4, size: int = 32) -> list[torch.Tensor]:
+    """A fixed batch of the views ``method`` trains on, made by its own transform."""
+    torch.manual_seed(0)
+    transform = method.make_transform(input_size=size)
+    items = [{"views": transform(Image.fromarray(image))} for image in random_images(count, size, seed=1)]
+    return collate_views(items)["views"]
