@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import os
 import subprocess
@@ -87,3 +88,14 @@ def test_empty_data_folder_fails_with_a_clear_message(tmp_path: Path, capsys: py
     arguments = ["--data", str(tmp_path / "data"), "--output-dir", str(tmp_path / "out")]
     assert main(["pretrain", "--method", "simclr", "--backbone", "test_resnet", *arguments]) == 1
     assert "No images found under" in capsys.readouterr().err
+
+
+@pytest.mark.parametrize("name", ssl_hub.list_methods())
+def test_every_hyperparameter_of_every_method_is_a_flag(name: str, capsys: pytest.CaptureFixture[str]) -> None:
+    with pytest.raises(SystemExit) as exit_info:
+        main(["pretrain", "--method", name, "--help"])
+    assert exit_info.value.code == 0
+    text = capsys.readouterr().out
+    for field in dataclasses.fields(ssl_hub.get_method_class(name).config_class):
+        assert f"--{field.name}" in text, field.name
+    assert "--num_train_epochs" in text
