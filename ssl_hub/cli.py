@@ -1,4 +1,4 @@
-"""The ``ssl-hub`` command: ``pretrain``, ``eval``, ``push`` and ``methods``.
+"""The ``ssl-hub`` command: ``pretrain``, ``eval``, ``push``, ``convert`` and ``methods``.
 
 ``ssl-hub pretrain --method simclr --backbone resnet18 --output-dir out`` trains on the shipped demo set; every
 ``TrainingArguments`` flag (``--num_train_epochs``, ``--per_device_train_batch_size``, ``--bf16``...) and every
@@ -199,6 +199,73 @@ def run_eval(argv: list[str]) -> int:
     return 0
 
 
+def run_convert(argv: list[str]) -> int:
+    from ssl_hub.conversion import FORMATS
+
+    parser = argparse.ArgumentParser(
+        prog="ssl-hub convert",
+        description="Convert the backbone of another library's checkpoint into a hub folder (config.json + "
+        "model.safetensors + a model card saying what was converted from what). Heads and teachers are dropped.",
+    )
+    parser.add_argument("checkpoint", help="the checkpoint file (.ckpt, .pth, .pth.tar, .pt, .safetensors)")
+    parser.add_argument(
+        "--from", dest="source_format", metavar="FORMAT", required=True, help=f"its format: {', '.join(FORMATS)}"
+    )
+    parser.add_argument("--output-dir", "--output_dir", required=True, help="the hub folder to write")
+    parser.add_argument(
+        "--backbone",
+        default=None,
+        help="timm architecture of the weights (default: named by the checkpoint, or "
+        "recognised for standard ViTs and ResNets)",
+    )
+    parser.add_argument("--image-size", "--image_size", type=int, default=None, help="input size to record, px")
+    parser.add_argument(
+        "--license", default=None, help="licence of the weights (default: the official weights' for dino, mocov3, mae)"
+    )
+    parser.add_argument("--method", default=None, help="ssl_hub method that trained them (lightly, torchvision)")
+    parser.add_argument(
+        "--encoder", default=None, help="dino: teacher (default) or student; mocov3: base (default) or momentum"
+    )
+    parser.add_argument("--prefix", default=None, help="lightly, torchvision: the backbone's key prefix (detected)")
+    parser.add_argument("--model-args", "--model_args", default=None, help="JSON of timm.create_model arguments")
+    parser.add_argument("--base-model", "--base_model", default=None, help="Hub repository of the source weights")
+    parser.add_argument(
+        "--allow-pickle",
+        "--allow_pickle",
+        action="store_true",
+        help="load a checkpoint that needs pickle "
+        "(torch.load weights_only=False): it can run code from the file, so only for files you trust",
+    )
+    args = parser.parse_args(argv)
+    from ssl_hub.conversion import convert_checkpoint
+
+    try:
+        model_args = json.loads(args.model_args) if args.model_args else None
+    except json.JSONDecodeError as error:
+        return _fail("convert", f"--model-args is not valid JSON ({error}): pass e.g. '{{\"num_heads\": 12}}'.")
+    if model_args is not None and not isinstance(model_args, dict):
+        return _fail("convert", f"--model-args must be a JSON object, got {args.model_args!r}.")
+    try:
+        result = convert_checkpoint(
+            args.checkpoint,
+            args.source_format,
+            args.output_dir,
+            backbone=args.backbone,
+            image_size=args.image_size,
+            license=args.license,
+            method=args.method,
+            encoder=args.encoder,
+            prefix=args.prefix,
+            model_args=model_args,
+            base_model=args.base_model,
+            allow_pickle=args.allow_pickle,
+        )
+    except (ValueError, OSError) as error:
+        return _fail("convert", str(error))
+    print(result.summary())
+    return 0
+
+
 def run_methods(argv: list[str]) -> int:
     argparse.ArgumentParser(prog="ssl-hub methods", description="List the SSL methods.").parse_args(argv)
     for name in list_methods():
@@ -207,7 +274,13 @@ def run_methods(argv: list[str]) -> int:
     return 0
 
 
-COMMANDS = {"pretrain": run_pretrain, "eval": run_eval, "push": run_push, "methods": run_methods}
+COMMANDS = {
+    "pretrain": run_pretrain,
+    "eval": run_eval,
+    "push": run_push,
+    "convert": run_convert,
+    "methods": run_methods,
+}
 
 
 def main(argv: Sequence[str] | None = None) -> int:

@@ -77,27 +77,33 @@ def card_is_generated(text: str) -> bool:
 def render_model_card(hub_config: dict[str, Any], model_ref: str) -> ModelCard:
     """Render the card of a hub folder from its ``config.json`` content alone.
 
+    A backbone converted from another checkpoint (``ssl-hub convert``) has a ``converted_from`` record in the
+    ``ssl_hub`` block instead of a training summary, and its method may be unknown (``"method": null``): the card
+    then says what was converted from what instead of how it was trained.
+
     Args:
         hub_config: The folder's config.json (timm's entries plus the ``ssl_hub`` block).
         model_ref: ``"hf-hub:user/repo"`` or ``"local-dir:PATH"``: how the loading code names the model.
     """
     ssl_block = hub_config["ssl_hub"]
-    method_class = get_method_class(ssl_block["method"])
+    converted = ssl_block.get("converted_from")
+    method_class = get_method_class(ssl_block["method"]) if ssl_block.get("method") or not converted else None
     training, dataset = ssl_block.get("training"), ssl_block.get("dataset")
     evaluation = ssl_block.get("evaluation") or []
     source = ssl_block.get("backbone_source") or ""
     base_model = source.removeprefix("hf-hub:").partition("@")[0] if source.startswith("hf-hub:") else None
+    if converted:
+        base_model = converted.get("base_model")
     architecture = hub_config["architecture"]
+    method_tags = {"self-supervised", method_class.name} if method_class else set()
     card_data = ModelCardData(
         library_name="timm",
         license=ssl_block.get("license"),
-        tags=sorted(
-            {"self-supervised", "ssl-hub", "image-feature-extraction", "timm", method_class.name, architecture}
-        ),
+        tags=sorted({"ssl-hub", "image-feature-extraction", "timm", architecture} | method_tags),
         pipeline_tag="image-feature-extraction",
         datasets=[dataset["hub_id"]] if dataset and dataset.get("hub_id") else None,
         base_model=base_model,
-        model_name=f"{architecture}-{method_class.name}",
+        model_name=f"{architecture}-{method_class.name}" if method_class else architecture,
         eval_results=_eval_results(evaluation) or None,
     )
     pretrained_cfg = hub_config["pretrained_cfg"]
@@ -106,11 +112,15 @@ def render_model_card(hub_config: dict[str, Any], model_ref: str) -> ModelCard:
     card = ModelCard.from_template(
         card_data,
         template_str=template.read_text(encoding="utf-8"),
-        title=f"{architecture} pretrained with {method_class.display_name}",
-        method_name=method_class.name,
-        method_display_name=method_class.display_name,
-        paper=method_class.paper,
+        title=f"{architecture} pretrained with {method_class.display_name}"
+        if method_class
+        else f"{architecture} converted from {converted['format_description']}",
+        method_name=method_class.name if method_class else None,
+        method_display_name=method_class.display_name if method_class else None,
+        paper=method_class.paper if method_class else None,
         method_config=ssl_block["method_config"],
+        converted_from=converted,
+        method_arguments="".join(f", {key}={value!r}" for key, value in ssl_block["method_config"].items()),
         architecture=architecture,
         num_features=hub_config["num_features"],
         input_size=pretrained_cfg["input_size"][-1],

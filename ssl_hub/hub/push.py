@@ -86,7 +86,8 @@ def push_folder(
         for name in HUB_FILES
         if (folder / name).is_file()
     ]
-    method = config["ssl_hub"]["method"]
+    method = config["ssl_hub"].get("method")
+    what = f"pretrained with {method}" if method else "converted"
     api = HfApi(token=token)
     try:
         api.create_repo(repo_id, private=private, exist_ok=True)
@@ -102,7 +103,7 @@ def push_folder(
         commit = api.create_commit(
             repo_id,
             operations,
-            commit_message=commit_message or f"Upload {config['architecture']} pretrained with {method} (ssl_hub)",
+            commit_message=commit_message or f"Upload {config['architecture']} {what} (ssl_hub)",
             revision=revision,
         )
     except Exception as error:  # every failure of the transfer becomes one clear error, the token redacted
