@@ -153,7 +153,7 @@ def test_model_card_parses_and_carries_the_metadata(saved) -> None:
     card = ModelCard.load(folder / "README.md")
     assert card.data.library_name == "timm"
     assert card.data.license == "apache-2.0"
-    assert {"self-supervised", "simclr", "test_vit"} <= set(card.data.tags)
+    assert {"self-supervised", "simclr", "test_vit", "vision_transformer"} <= set(card.data.tags)
     assert f'timm.create_model("local-dir:{folder}", pretrained=True)' in card.text
     assert f'AutoModelForImageClassification.from_pretrained("{folder}", num_labels=10)' in card.text
     assert "@inproceedings{chen2020simclr" in card.text

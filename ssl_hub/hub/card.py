@@ -9,6 +9,7 @@ from importlib.metadata import PackageNotFoundError, version
 from pathlib import Path
 from typing import Any
 
+import timm
 from huggingface_hub import EvalResult, ModelCard, ModelCardData
 
 from ssl_hub.registry import get_method_class
@@ -23,6 +24,11 @@ def _version(package: str) -> str:
         return version(package)
     except PackageNotFoundError:
         return "unknown"
+
+
+def _family(architecture: str) -> str:
+    """The timm model family of an architecture (the module defining it: ``resnet``, ``vision_transformer``...)."""
+    return str(timm.models.model_entrypoint(architecture).__module__).rsplit(".", 1)[-1]
 
 
 def plot_loss_curve(history: list[list[float]], path: Path) -> None:
@@ -99,7 +105,7 @@ def render_model_card(hub_config: dict[str, Any], model_ref: str) -> ModelCard:
     card_data = ModelCardData(
         library_name="timm",
         license=ssl_block.get("license"),
-        tags=sorted({"ssl-hub", "image-feature-extraction", "timm", architecture} | method_tags),
+        tags=sorted({"ssl-hub", "image-feature-extraction", "timm", architecture, _family(architecture)} | method_tags),
         pipeline_tag="image-feature-extraction",
         datasets=[dataset["hub_id"]] if dataset and dataset.get("hub_id") else None,
         base_model=base_model,
