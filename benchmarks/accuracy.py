@@ -95,6 +95,9 @@ def main() -> None:
     parser.add_argument("--data", required=True, help="folder with the Fashion-MNIST IDX files")
     parser.add_argument("--methods", nargs="*", default=ssl_hub.list_methods())
     parser.add_argument("--backbone", default="resnet18")
+    parser.add_argument(
+        "--backbone-kwargs", type=json.loads, default={}, help="timm arguments, e.g. '{\"patch_size\": 8}' for ViTs"
+    )
     parser.add_argument("--pretrain-images", type=int, default=10000, help="class-balanced subset for pretraining")
     parser.add_argument("--epochs", type=float, default=10)
     parser.add_argument("--batch-size", type=int, default=256)
@@ -136,7 +139,8 @@ def main() -> None:
 
     report({"method": "raw pixels", "seed": None,
             "knn": raw_pixel_knn(train_images, train_labels, test_images, test_labels), "linear": None})  # fmt: skip
-    untrained = evaluate_backbone(create_backbone(args.backbone), data["eval"], DATA_CONFIG, knn=True, linear=True,
+    untrained_backbone = create_backbone(args.backbone, **args.backbone_kwargs)
+    untrained = evaluate_backbone(untrained_backbone, data["eval"], DATA_CONFIG, knn=True, linear=True,
                                   linear_epochs=args.linear_epochs)  # fmt: skip
     report({"method": f"untrained {args.backbone}", "seed": None, "knn": untrained["knn_top1"],
             "linear": untrained["linear_top1"]})  # fmt: skip
@@ -146,12 +150,13 @@ def main() -> None:
         from lightly_reference import LIGHTLY_METHODS
 
         references = LIGHTLY_METHODS
+    kwargs = {"backbone_kwargs": args.backbone_kwargs}
     for name in args.methods:
         for seed in args.seeds:
-            report(run_one(lambda n=name: ssl_hub.create_method(n, backbone=args.backbone), name, seed, args, data))
+            report(run_one(lambda n=name: ssl_hub.create_method(n, args.backbone, **kwargs), name, seed, args, data))
             if name in references:
                 make = references[name]
-                report(run_one(lambda m=make: m(args.backbone), f"lightly {name}", seed, args, data))
+                report(run_one(lambda m=make: m(args.backbone, **kwargs), f"lightly {name}", seed, args, data))
 
     print("\n| method | kNN top-1 | linear top-1 | pretraining time | images/s |")
     print("|---|---|---|---|---|")
