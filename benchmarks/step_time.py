@@ -15,6 +15,7 @@ markdown table.
 from __future__ import annotations
 
 import argparse
+import copy
 import gc
 import platform
 import statistics
@@ -113,8 +114,8 @@ def make_steps(
     method = ssl_hub.create_method(name, backbone=args.backbone).to(device)
     method.fit_input_size(args.image_size)
     views = [v.to(device) for v in make_views(method, args.batch_size, args.image_size)]
-    bare = ssl_hub.modules.backbone.create_backbone(args.backbone).to(device)
-    ssl_hub.modules.backbone.fit_input_size(bare, args.image_size)
+    # the very backbone the method trains (e.g. made dynamic for multi-crop), before training, on its own
+    bare = copy.deepcopy(method.backbone).requires_grad_(True)
     bare_optimizer = torch.optim.SGD(bare.parameters(), lr=1e-3, momentum=0.9)
     method_optimizer = torch.optim.SGD(method.parameters(), lr=1e-3, momentum=0.9)
     autocast = torch.autocast(device.type, dtype=torch.bfloat16, enabled=args.bf16)
