@@ -43,6 +43,10 @@ class PretrainCommand:
         default=None, metadata={"help": "JSON of timm.create_model arguments, e.g. '{\"drop_path_rate\": 0.1}'."}
     )
     license: str = field(default="apache-2.0", metadata={"help": "Licence of the weights, for the model card."})
+    knn: bool = field(
+        default=True,
+        metadata={"help": "kNN top-1 before and after pretraining on a labelled held-out split (--no_knn to skip)."},
+    )
     knn_k: int = field(default=200, metadata={"help": "Neighbours of the kNN evaluation."})
     knn_temperature: float = field(default=0.1, metadata={"help": "Temperature of the kNN evaluation."})
     knn_every_n_steps: int | None = field(
@@ -106,6 +110,7 @@ def _pretrain(command: PretrainCommand, method_class: Any, method_config: Any, a
             args,
             image_size=command.image_size,
             eval_dataset=command.eval_data,
+            knn=command.knn,
             knn_k=command.knn_k,
             knn_temperature=command.knn_temperature,
             knn_every_n_steps=command.knn_every_n_steps,

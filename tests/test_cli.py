@@ -99,3 +99,12 @@ def test_every_hyperparameter_of_every_method_is_a_flag(name: str, capsys: pytes
     for field in dataclasses.fields(ssl_hub.get_method_class(name).config_class):
         assert f"--{field.name}" in text, field.name
     assert "--num_train_epochs" in text
+
+
+def test_no_knn_skips_the_evaluation(tmp_path: Path) -> None:
+    out = tmp_path / "out"
+    arguments = ["--output-dir", str(out), "--max_steps", "1", "--per_device_train_batch_size", "8", "--no_knn"]
+    assert main(["pretrain", "--method", "simclr", "--backbone", "test_resnet", *arguments]) == 0
+    config = json.loads((out / "config.json").read_text())
+    assert config["ssl_hub"]["evaluation"] == []
+    assert config["ssl_hub"]["training"]["global_step"] == 1

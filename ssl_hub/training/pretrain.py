@@ -85,6 +85,7 @@ def pretrain(
     transform: Callable[[Any], Sequence[Any]] | None = None,
     eval_dataset: Any = None,
     callbacks: Sequence[TrainerCallback] = (),
+    knn: bool = True,
     knn_k: int = 200,
     knn_temperature: float = 0.1,
     knn_every_n_steps: int | None = None,
@@ -106,6 +107,8 @@ def pretrain(
         transform: Image -> list of views; defaults to ``method.make_transform(image_size)``.
         eval_dataset: Labelled held-out images for the kNN evaluation (``dataset`` is the kNN bank).
         callbacks: More Trainer callbacks.
+        knn: Evaluate the kNN top-1 before and after pretraining when the data has a labelled held-out split (two
+            passes of feature extraction over the labelled images).
         knn_k: Neighbours of the kNN evaluation.
         knn_temperature: Vote temperature of the kNN evaluation.
         knn_every_n_steps: Also log the kNN top-1 every so many steps during training (``knn_top1`` in the
@@ -135,7 +138,7 @@ def pretrain(
         "crop_pct": 1.0,
         "crop_mode": "center",
     }
-    evaluate = splits.test is not None and splits.train.has_labels and splits.test.has_labels
+    evaluate = knn and splits.test is not None and splits.train.has_labels and splits.test.has_labels
     is_main = training_args.process_index == 0
     method.to(training_args.device)
     published = getattr(method, method.published_backbone)
