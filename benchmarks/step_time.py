@@ -6,7 +6,9 @@ For every method: one batch of views is made with the method's own transform; th
 machine load hits both alike, we time (a) the bare timm backbone's forward + backward + SGD step on exactly those
 views (same-size views concatenated into one batch), (b) the method's forward (backbone, heads, loss) + backward +
 SGD step, and (c) the same method step driven by ``transformers.Trainer`` (from on_step_begin to on_step_end).
-Ratios b/a and c/a are ssl_hub's overhead (heads and loss included). Step memory: the peak allocated during a step
+Ratios b/a and c/a are ssl_hub's overhead (heads and loss included). With ``--lightly`` (the ``lightly`` package
+installed), (d) the same step of LightlySSL's implementation (benchmarks/lightly_reference.py) on views made by its
+own transform is timed in the same interleaved loop. Step memory: the peak allocated during a step
 (GPU: torch's peak statistics; CPU: the growth of the process's resident memory during the first step, sampled every
 millisecond in a fresh process), i.e. activations, gradients and optimizer state beyond the weights. Prints a
 markdown table.
@@ -23,6 +25,7 @@ import subprocess
 import sys
 import time
 from collections.abc import Callable
+from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -32,6 +35,8 @@ from transformers import Trainer, TrainerCallback, TrainingArguments
 
 import ssl_hub
 from ssl_hub.data.views import collate_views
+
+sys.path.insert(0, str(Path(__file__).parent))  # lightly_reference.py, next to this script
 
 HEADER = (
     "| method | bare backbone (ms) | ssl_hub step (ms) | ratio | Trainer step (ms) | ratio "
@@ -173,16 +178,44 @@ def cpu_peak_memory(name: str, which: str, args: argparse.Namespace) -> float:
     return float(output.strip().splitlines()[-1])
 
 
+def reference_step(name: str, args: argparse.Namespace, device: torch.device) -> Callable[[], None] | None:
+    """The step of LightlySSL's implementation of ``name`` (benchmarks/lightly_reference.py) on views made by its
+    own transform, with SGD; ``None`` when ``--lightly`` is off or LightlySSL lacks the method."""
+    if not args.lightly:
+        return None
+    from lightly_reference import LIGHTLY_METHODS
+
+    if name not in LIGHTLY_METHODS:
+        return None
+    torch.manual_seed(0)
+    reference = LIGHTLY_METHODS[name](args.backbone).to(device)
+    reference.fit_input_size(args.image_size)
+    views = [v.to(device) for v in make_views(reference, args.batch_size, args.image_size)]
+    optimizer = torch.optim.SGD([p for p in reference.parameters() if p.requires_grad], lr=1e-3, momentum=0.9)
+
+    def step() -> None:
+        with torch.autocast(device.type, dtype=torch.bfloat16, enabled=args.bf16):
+            loss = reference(views=views).loss
+        loss.backward()
+        optimizer.step()
+        optimizer.zero_grad(set_to_none=True)
+
+    return step
+
+
 def benchmark(name: str, args: argparse.Namespace, device: torch.device) -> dict[str, Any]:
     method, views, bare_step, method_step = make_steps(name, args, device)
+    lightly_step = reference_step(name, args, device)
+    steps = {"bare": bare_step, "method": method_step, **({"lightly": lightly_step} if lightly_step else {})}
 
     for _ in range(args.warmup):
-        bare_step()
-        method_step()
-    bare_times, method_times = [], []
-    for _ in range(args.steps):
-        bare_times.append(timed(bare_step, device))
-        method_times.append(timed(method_step, device))
+        for step in steps.values():
+            step()
+    times: dict[str, list[float]] = {key: [] for key in steps}
+    for _ in range(args.steps):  # interleaved, so that drift in machine load hits every implementation alike
+        for key, step in steps.items():
+            times[key].append(timed(step, device))
+    bare_times, method_times = times["bare"], times["method"]
 
     timer = StepTimer(device)
     trainer = Trainer(
@@ -212,6 +245,7 @@ def benchmark(name: str, args: argparse.Namespace, device: torch.device) -> dict
     trainer_ms = 1000 * statistics.median(timer.times[args.warmup :])
     return {
         "method": name,
+        "lightly_ms": 1000 * statistics.median(times["lightly"]) if "lightly" in times else None,
         "bare_ms": bare_ms,
         "method_ms": method_ms,
         "trainer_ms": trainer_ms,
@@ -232,6 +266,7 @@ def main() -> None:
     parser.add_argument("--warmup", type=int, default=5)
     parser.add_argument("--threads", type=int, default=None, help="torch CPU threads (default: torch's)")
     parser.add_argument("--bf16", action="store_true")
+    parser.add_argument("--lightly", action="store_true", help="also time LightlySSL's implementation (if installed)")
     parser.add_argument("--memory-of", choices=["bare", "method"], help=argparse.SUPPRESS)  # one CPU memory probe
     args = parser.parse_args()
     if args.threads:
@@ -250,17 +285,21 @@ def main() -> None:
         f"{args.backbone}, {args.image_size} px, batch {args.batch_size}, {where}, torch {torch.__version__}, "
         f"median of {args.steps} steps after {args.warmup} warm-up{', bf16 autocast' if args.bf16 else ''}\n"
     )
-    print(HEADER)
-    print("|---|---|---|---|---|---|---|")
+    print(HEADER + (" LightlySSL step (ms) | ssl_hub / LightlySSL |" if args.lightly else ""))
+    print("|---" * (9 if args.lightly else 7) + "|")
     is_vit = hasattr(ssl_hub.modules.backbone.create_backbone(args.backbone), "patch_embed")
     for name in args.methods:
         if ssl_hub.get_method_class(name).requires_vit and not is_vit:
             continue  # masked-image methods: ViT backbones only
         r = benchmark(name, args, device)
         memory = f"{r['bare_mib']:.0f} / {r['method_mib']:.0f} ({r['method_mib'] / r['bare_mib']:.2f})"
+        lightly = (
+            f" {r['lightly_ms']:.1f} | {r['method_ms'] / r['lightly_ms']:.3f} |" if r["lightly_ms"] else " n/a | n/a |"
+        )
         print(
             f"| {r['method']} | {r['bare_ms']:.1f} | {r['method_ms']:.1f} | {r['method_ms'] / r['bare_ms']:.3f} "
-            f"| {r['trainer_ms']:.1f} | {r['trainer_ms'] / r['bare_ms']:.3f} | {memory} |",
+            f"| {r['trainer_ms']:.1f} | {r['trainer_ms'] / r['bare_ms']:.3f} | {memory} |"
+            + (lightly if args.lightly else ""),
             flush=True,
         )
 
