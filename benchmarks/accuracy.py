@@ -100,6 +100,10 @@ def run_one(make_method: Any, name: str, seed: int, args: argparse.Namespace, da
         "dataloader_num_workers": args.workers,
         "use_cpu": not torch.cuda.is_available(),
     }
+    if args.learning_rate is not None:  # the recipes' rates are set for hundreds of epochs, not a few hundred steps
+        training_args["learning_rate"] = args.learning_rate
+    if args.warmup_ratio is not None:
+        training_args["warmup_steps"] = args.warmup_ratio
     start = time.perf_counter()
     result = ssl_hub.pretrain(method, data["pretrain"], training_args, image_size=IMAGE_SIZE, save=False)
     seconds = time.perf_counter() - start
@@ -125,6 +129,8 @@ def main() -> None:
     parser.add_argument("--pretrain-images", type=int, default=10000, help="class-balanced subset for pretraining")
     parser.add_argument("--epochs", type=float, default=10)
     parser.add_argument("--batch-size", type=int, default=256)
+    parser.add_argument("--learning-rate", type=float, default=None, help="instead of each method's recipe")
+    parser.add_argument("--warmup-ratio", type=float, default=None, help="instead of each method's recipe")
     parser.add_argument("--linear-epochs", type=int, default=30)
     parser.add_argument("--seeds", type=int, nargs="*", default=[0])
     parser.add_argument("--workers", type=int, default=0, help="DataLoader workers for the augmentations")
@@ -149,7 +155,8 @@ def main() -> None:
     }
     device = torch.cuda.get_device_name() if torch.cuda.is_available() else f"CPU, {torch.get_num_threads()} threads"
     print(f"# {args.backbone}, {IMAGE_SIZE} px, "
-          f"{args.pretrain_images} pretraining images x {args.epochs} epochs, batch {args.batch_size}, seeds "
+          f"{args.pretrain_images} pretraining images x {args.epochs} epochs, batch {args.batch_size}, learning rate "
+          f"{args.learning_rate or 'of the recipe'}, warm-up {args.warmup_ratio or 'of the recipe'}, seeds "
           f"{args.seeds}, {device}, {platform.machine()}, torch {torch.__version__}", flush=True)  # fmt: skip
 
     rows: list[dict[str, Any]] = []
@@ -163,6 +170,7 @@ def main() -> None:
 
     report({"method": "raw pixels", "seed": None,
             "knn": raw_pixel_knn(train_images, train_labels, test_images, test_labels), "linear": None})  # fmt: skip
+    torch.manual_seed(0)  # the untrained row is reproducible too
     untrained_backbone = create_backbone(args.backbone, **args.backbone_kwargs)
     untrained = evaluate_backbone(untrained_backbone, data["eval"], DATA_CONFIG, knn=True, linear=True,
                                   linear_epochs=args.linear_epochs)  # fmt: skip
