@@ -122,7 +122,6 @@ def make_steps(
     # the very backbone the method trains (e.g. made dynamic for multi-crop), before training, on its own
     bare = copy.deepcopy(method.backbone).requires_grad_(True)
     bare_optimizer = torch.optim.SGD(bare.parameters(), lr=1e-3, momentum=0.9)
-    method_optimizer = torch.optim.SGD(method.parameters(), lr=1e-3, momentum=0.9)
     autocast = torch.autocast(device.type, dtype=torch.bfloat16, enabled=args.bf16)
     same_size_batches = [torch.cat(group) for group in group_by_shape(views)]  # the bare model's best batching
 
@@ -133,14 +132,22 @@ def make_steps(
         bare_optimizer.step()
         bare_optimizer.zero_grad(set_to_none=True)
 
-    def method_step() -> None:
-        with autocast:
-            loss = method(views=views).loss
-        loss.backward()
-        method_optimizer.step()
-        method_optimizer.zero_grad(set_to_none=True)
+    return method, views, bare_step, training_step(method, views, args, device)
 
-    return method, views, bare_step, method_step
+
+def training_step(model: torch.nn.Module, views: list[torch.Tensor], args: argparse.Namespace,
+                  device: torch.device) -> Callable[[], None]:  # fmt: skip
+    """One step of an SSL method (ours or LightlySSL's) on ``views``: forward to its loss, backward, SGD."""
+    optimizer = torch.optim.SGD([p for p in model.parameters() if p.requires_grad], lr=1e-3, momentum=0.9)
+
+    def step() -> None:
+        with torch.autocast(device.type, dtype=torch.bfloat16, enabled=args.bf16):
+            loss = model(views=views).loss
+        loss.backward()
+        optimizer.step()
+        optimizer.zero_grad(set_to_none=True)
+
+    return step
 
 
 def cpu_step_memory(step: Callable[[], None]) -> float:
@@ -191,16 +198,7 @@ def reference_step(name: str, args: argparse.Namespace, device: torch.device) ->
     reference = LIGHTLY_METHODS[name](args.backbone).to(device)
     reference.fit_input_size(args.image_size)
     views = [v.to(device) for v in make_views(reference, args.batch_size, args.image_size)]
-    optimizer = torch.optim.SGD([p for p in reference.parameters() if p.requires_grad], lr=1e-3, momentum=0.9)
-
-    def step() -> None:
-        with torch.autocast(device.type, dtype=torch.bfloat16, enabled=args.bf16):
-            loss = reference(views=views).loss
-        loss.backward()
-        optimizer.step()
-        optimizer.zero_grad(set_to_none=True)
-
-    return step
+    return training_step(reference, views, args, device)
 
 
 def benchmark(name: str, args: argparse.Namespace, device: torch.device) -> dict[str, Any]:
