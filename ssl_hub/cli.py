@@ -70,7 +70,7 @@ def _pop_push_to_hub(argv: list[str]) -> tuple[str | None, list[str]]:
 def run_pretrain(argv: list[str]) -> int:
     from transformers import HfArgumentParser, TrainingArguments
 
-    from ssl_hub.training.pretrain import recommended_training_arguments
+    from ssl_hub.training.pretrain import recommended_training_arguments, scaled_learning_rate
 
     first = argparse.ArgumentParser(prog="ssl-hub pretrain", add_help=False)
     first.add_argument("--method")
@@ -95,6 +95,8 @@ def run_pretrain(argv: list[str]) -> int:
     command, method_config, args = parser.parse_args_into_dataclasses(argv)
     if not args.output_dir:
         return _fail("pretrain", "--output-dir is required.", code=2)
+    if not any(a.split("=")[0] in ("--learning_rate", "--learning-rate") for a in argv):
+        args.learning_rate = scaled_learning_rate(method_class, args)
     return _pretrain(command, method_class, method_config, args, push_repo)
 
 

@@ -108,3 +108,14 @@ def test_no_knn_skips_the_evaluation(tmp_path: Path) -> None:
     config = json.loads((out / "config.json").read_text())
     assert config["ssl_hub"]["evaluation"] == []
     assert config["ssl_hub"]["training"]["global_step"] == 1
+
+
+@pytest.mark.parametrize(("flags", "expected"), [([], 0.03 * 16 / 256), (["--learning-rate", "0.5"], 0.5)])
+def test_the_recipe_learning_rate_is_scaled_to_the_batch_unless_given(
+    flags: list[str], expected: float, tmp_path: Path
+) -> None:
+    out = tmp_path / "out"
+    arguments = ["--output-dir", str(out), "--max_steps", "1", "--per_device_train_batch_size", "16", "--no_knn"]
+    assert main(["pretrain", "--method", "densecl", "--backbone", "test_resnet", *arguments, *flags]) == 0
+    training = json.loads((out / "config.json").read_text())["ssl_hub"]["training"]
+    assert training["learning_rate"] == pytest.approx(expected)  # DenseCL: SGD at 0.03 per 256 images

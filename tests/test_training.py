@@ -93,3 +93,28 @@ def test_weight_decay_spares_biases_and_normalisation_parameters(tmp_path: Path)
     assert "backbone.bn1.weight" in {names[id(p)] for p in spared["params"]}
     assert all(p.ndim > 1 for p in decayed["params"])
     assert type(result.trainer.optimizer.optimizer).__name__ == "SGD"  # the optimizer --optim names
+
+
+@pytest.mark.parametrize(
+    ("name", "overrides", "factor"),
+    [
+        ("dino", {"per_device_train_batch_size": 256}, 4.0),  # linear: "5e-4 per 256 images"
+        ("dino", {"per_device_train_batch_size": 32, "gradient_accumulation_steps": 4}, 2.0),
+        ("dinov2", {"per_device_train_batch_size": 256}, 2.0),  # square root of the batch ratio
+        ("simclr", {"per_device_train_batch_size": 256}, 1.0),  # the fixed Adam rate
+        ("dino", {}, 1.0),  # the recipe's own batch
+    ],
+)
+def test_recipe_learning_rate_follows_the_global_batch(name: str, overrides: dict[str, Any], factor: float) -> None:
+    method = ssl_hub.create_method(name, "test_vit", **({"output_dim": 64} if name.startswith("dino") else {}))
+    recipe = type(method).default_training_arguments()["learning_rate"]
+    args = ssl_hub.training_arguments(method, output_dir="unused", report_to="none", **overrides)
+    assert args.learning_rate == pytest.approx(recipe * factor)
+
+
+def test_a_learning_rate_the_user_sets_is_never_scaled() -> None:
+    method = ssl_hub.create_method("dino", "test_resnet", output_dim=64)
+    args = ssl_hub.training_arguments(
+        method, output_dir="unused", report_to="none", per_device_train_batch_size=256, learning_rate=0.01
+    )
+    assert args.learning_rate == 0.01

@@ -99,6 +99,7 @@ class AIM(SSLMethod):
     config_class = AIMConfig
     transform_class = AIMTransform
     paper = PAPER
+    learning_rate_scaling = "linear"
     requires_vit = True
     config: AIMConfig
 

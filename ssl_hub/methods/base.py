@@ -7,7 +7,7 @@ import json
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, ClassVar, TypeVar
+from typing import TYPE_CHECKING, Any, ClassVar, Literal, TypeVar
 
 import torch
 from torch import nn
@@ -21,6 +21,10 @@ if TYPE_CHECKING:
 
 ConfigT = TypeVar("ConfigT", bound="MethodConfig")
 MethodT = TypeVar("MethodT", bound="SSLMethod")
+
+# The global batch every recipe's learning rate (default_training_arguments) is given for, and the default batch.
+RECIPE_BATCH_SIZE = 64
+LearningRateScaling = Literal["linear", "sqrt"] | None
 
 
 @dataclass(frozen=True)
@@ -104,6 +108,10 @@ class SSLMethod(nn.Module):
     # The submodule published as config.json + model.safetensors: the student "backbone" by default; a method whose
     # EMA teacher is the better encoder (DINO) names it instead, and the student then lives in ssl/.
     published_backbone: ClassVar[str] = "backbone"
+    # How the recipe's learning rate (the rate for a global batch of RECIPE_BATCH_SIZE) follows the run's batch when
+    # the user does not set one: "linear" (the papers' "lr per 256 images"), "sqrt" (DINOv2), or None (fixed: the
+    # Adam recipes at 1e-3). Applied by ssl_hub.training.pretrain.scaled_learning_rate.
+    learning_rate_scaling: ClassVar[LearningRateScaling] = None
     # Read by transformers.Trainer: the batch key holding the inputs, and no loss kwargs in forward.
     main_input_name: ClassVar[str] = "views"
     accepts_loss_kwargs: ClassVar[bool] = False
@@ -170,7 +178,10 @@ class SSLMethod(nn.Module):
 
     @classmethod
     def default_training_arguments(cls) -> dict[str, Any]:
-        """``TrainingArguments`` values that suit this method when the user does not set them."""
+        """``TrainingArguments`` values that suit this method when the user does not set them.
+
+        ``learning_rate`` is the rate for a global batch of ``RECIPE_BATCH_SIZE``; ``ssl_hub.pretrain`` and
+        ``ssl-hub pretrain`` scale it to the run's batch by the rule of :attr:`learning_rate_scaling`."""
         return {
             "learning_rate": 1e-3,
             "weight_decay": 1e-6,

@@ -103,6 +103,7 @@ class DenseCL(SSLMethod):
     config_class = DenseCLConfig
     transform_class = DenseCLTransform
     paper = PAPER
+    learning_rate_scaling = "linear"
     config: DenseCLConfig
 
     def __init__(self, backbone: str | nn.Module, config: DenseCLConfig | None = None, **kwargs: Any) -> None:

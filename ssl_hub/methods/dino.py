@@ -171,6 +171,7 @@ class DINO(SSLMethod):
     config_class = DINOConfig
     transform_class = DINOTransform
     paper = PAPER
+    learning_rate_scaling = "linear"
     published_backbone = "teacher_backbone"
     config: DINOConfig
     teacher_temperature: torch.Tensor

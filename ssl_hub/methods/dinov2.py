@@ -125,6 +125,7 @@ class DINOv2(IBOT):
     config_class = DINOv2Config
     transform_class = DINOTransform
     paper = PAPER
+    learning_rate_scaling = "sqrt"
     config: DINOv2Config
 
     def __init__(self, backbone: str | nn.Module, config: DINOv2Config | None = None, **kwargs: Any) -> None:

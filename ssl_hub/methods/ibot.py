@@ -22,7 +22,7 @@ from ssl_hub.heads.dino import DINOProjectionHead
 from ssl_hub.losses.dino import DINOLoss
 from ssl_hub.losses.ibot import IBOTPatchLoss
 from ssl_hub.losses.sinkhorn_dino import SinkhornDINOLoss
-from ssl_hub.methods.base import MethodConfig, Paper, SSLMethod, SSLMethodOutput
+from ssl_hub.methods.base import LearningRateScaling, MethodConfig, Paper, SSLMethod, SSLMethodOutput
 from ssl_hub.methods.dino import switch_off_dropout
 from ssl_hub.modules.ema import ema_copy
 from ssl_hub.modules.masked_vit import MaskedVisionTransformer
@@ -229,6 +229,7 @@ class IBOT(SSLMethod):
     config_class = IBOTConfig
     transform_class: ClassVar[type[MultiViewTransform]] = IBOTTransform
     paper = PAPER
+    learning_rate_scaling: ClassVar[LearningRateScaling] = "linear"  # DINOv2 scales by the square root
     requires_vit = True
     published_backbone = "teacher_backbone"
     config: IBOTConfig

@@ -226,6 +226,7 @@ class IJEPA(SSLMethod):
     config_class = IJEPAConfig
     transform_class = IJEPATransform
     paper = PAPER
+    learning_rate_scaling = "linear"
     requires_vit = True
     published_backbone = "teacher_backbone"
     config: IJEPAConfig

@@ -164,6 +164,7 @@ class MAE(SSLMethod):
     config_class = MAEConfig
     transform_class = MAETransform
     paper = PAPER
+    learning_rate_scaling = "linear"
     requires_vit = True
     config: MAEConfig
 

@@ -144,6 +144,7 @@ class MSN(SSLMethod):
     config_class = MSNConfig
     transform_class = MSNTransform
     paper = PAPER
+    learning_rate_scaling = "linear"
     requires_vit = True
     published_backbone = "teacher_backbone"
     config: MSNConfig

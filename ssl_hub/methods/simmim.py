@@ -75,6 +75,7 @@ class SimMIM(SSLMethod):
     config_class = SimMIMConfig
     transform_class = SimMIMTransform
     paper = PAPER
+    learning_rate_scaling = "linear"
     requires_vit = True
     config: SimMIMConfig
 
