@@ -65,8 +65,10 @@ CPU_BUDGET_KWARGS: dict[str, dict[str, Any]] = {
     "pmsn": {"num_prototypes": 512},
     "ibot": {"output_dim": 4096, "warmup_teacher_temp_epochs": 1},
     "dinov2": {"output_dim": 4096, "warmup_teacher_temp_epochs": 1},
-    # AIM's 404M-parameter head
+    # AIM's 404M-parameter head; I-JEPA's ViT-H predictor (384 wide, 12 blocks: twice ViT-Tiny's width, on every
+    # target block) at the encoder's width and half its depth
     "aim": {"head_hidden_dim": 512, "head_num_blocks": 4},
+    "ijepa": {"predictor_dim": 192, "predictor_depth": 6},
 }
 
 

@@ -312,6 +312,10 @@ class LightlyReference(SSLMethod):
         self.current_step = 0
         self.current_epoch = 0
 
+    def __init_subclass__(cls, **kwargs: Any) -> None:
+        super().__init_subclass__(**kwargs)
+        cls.learning_rate_scaling = cls.ours.learning_rate_scaling  # the recipe's rate follows the batch as ours
+
     @classmethod
     def default_training_arguments(cls) -> dict[str, Any]:
         return cls.ours.default_training_arguments()
