@@ -1,7 +1,8 @@
 """Accuracy benchmark on Fashion-MNIST: every registered method on a stated CPU-sized budget.
 
     python benchmarks/accuracy.py --data ../shared/data/fashion-mnist --seeds 0 1 [--methods simclr byol ...]
-                                  [--lightly] [--output benchmarks/results/accuracy.md]
+                                  [--lightly] [--output benchmarks/results/rows.jsonl]
+    python benchmarks/accuracy.py --table benchmarks/results/rows.jsonl [more.jsonl ...]
 
 For each method and seed: pretrain with ``ssl_hub.pretrain`` (the stock Trainer, the method's default recipe and
 augmentation at 32 px, budget below), then the frozen backbone's kNN top-1 (k=200, t=0.1, bank = the 60k training
@@ -10,7 +11,9 @@ raw-pixel kNN, the untrained backbone, and with ``--lightly`` (the ``lightly`` p
 never a dependency of ssl_hub) the same method built from LightlySSL's blocks (benchmarks/lightly_reference.py),
 trained by the same Trainer on the same data, budget and seed.
 
-Images are Fashion-MNIST's 28 x 28 grayscale, as 3 x 32 x 32 RGB.
+Images are Fashion-MNIST's 28 x 28 grayscale, as 3 x 32 x 32 RGB. ``--output`` appends one JSON row per run as it
+finishes, so that a budget too long for one sitting runs a few methods at a time; ``--table`` renders saved rows as
+the markdown table of benchmarks/RESULTS.md (mean ± standard deviation over seeds).
 """
 
 from __future__ import annotations
@@ -120,9 +123,42 @@ def run_one(make_method: Any, name: str, seed: int, args: argparse.Namespace, da
     }  # fmt: skip
 
 
+def markdown_table(rows: list[dict[str, Any]]) -> str:
+    """One line per method (in order of first appearance, LightlySSL's right after ours): mean ± standard deviation
+    over its seeds."""
+    by_method: dict[str, list[dict[str, Any]]] = {}
+    for row in rows:
+        group = by_method.setdefault(row["method"], [])
+        if row.get("seed") is not None or not group:  # a reference row (no seed) repeats in every run: once
+            group.append(row)
+
+    def cell(group: list[dict[str, Any]], key: str, unit: str = "") -> str:
+        values = [r[key] for r in group if r.get(key) is not None]
+        if not values:
+            return "n/a"
+        spread = f" ± {statistics.stdev(values):.2f}" if len(values) > 1 else ""
+        return f"{statistics.mean(values):.2f}{spread}{unit}"
+
+    lines = ["| method | seeds | kNN top-1 (%) | linear top-1 (%) | pretraining time | images/s | final loss |",
+             "|---|---|---|---|---|---|---|"]  # fmt: skip
+    order = list(by_method)
+
+    def position(name: str) -> tuple[int, bool]:
+        ours = name.removeprefix("lightly ")
+        return order.index(ours if ours in by_method else name), name != ours
+
+    for name in sorted(by_method, key=position):
+        group = by_method[name]
+        seeds = ", ".join(str(r["seed"]) for r in group if r.get("seed") is not None) or "n/a"
+        lines.append(f"| {name} | {seeds} | {cell(group, 'knn')} | {cell(group, 'linear')} | "
+                     f"{cell(group, 'seconds', ' s')} | {cell(group, 'images_per_second')} | "
+                     f"{cell(group, 'final_loss')} |")  # fmt: skip
+    return "\n".join(lines)
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--data", required=True, help="folder with the Fashion-MNIST IDX files")
+    parser.add_argument("--data", help="folder with the Fashion-MNIST IDX files")
     parser.add_argument("--methods", nargs="*", default=ssl_hub.list_methods())
     parser.add_argument("--backbone", default="resnet18")
     parser.add_argument(
@@ -140,7 +176,13 @@ def main() -> None:
     parser.add_argument("--lightly", action="store_true", help="also train LightlySSL's version of each method")
     parser.add_argument("--work-dir", default="/tmp/ssl_hub-accuracy")
     parser.add_argument("--output", default=None, help="append the JSON rows to this file as they finish")
+    parser.add_argument("--table", nargs="+", metavar="JSONL", help="only print the table of rows saved by --output")
     args = parser.parse_args()
+    if args.table:
+        print(markdown_table([json.loads(line) for path in args.table for line in Path(path).read_text().splitlines()]))
+        return
+    if not args.data:
+        parser.error("--data is required to run the benchmark")
     if args.threads:
         torch.set_num_threads(args.threads)
 
@@ -192,24 +234,7 @@ def main() -> None:
                 lightly = partial(references[name], args.backbone, **kwargs)
                 report(run_one(lightly, f"lightly {name}", seed, args, data))
 
-    print("\n| method | kNN top-1 | linear top-1 | pretraining time | images/s |")
-    print("|---|---|---|---|---|")
-    by_method: dict[str, list[dict[str, Any]]] = {}
-    for row in rows:
-        by_method.setdefault(row["method"], []).append(row)
-    for name, group in by_method.items():
-
-        def cell(key: str, group: list[dict[str, Any]] = group) -> str:
-            values = [r[key] for r in group if r.get(key) is not None]
-            if not values:
-                return "n/a"
-            mean = statistics.mean(values)
-            spread = f" ± {statistics.stdev(values):.2f}" if len(values) > 1 else ""
-            return f"{mean:.2f}{spread}"
-
-        seconds = cell("seconds")
-        print(f"| {name} | {cell('knn')} | {cell('linear')} | {seconds + ' s' if seconds != 'n/a' else 'n/a'} "
-              f"| {cell('images_per_second')} |")  # fmt: skip
+    print("\n" + markdown_table(rows))
 
 
 if __name__ == "__main__":
