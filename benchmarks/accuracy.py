@@ -115,17 +115,22 @@ def run_one(make_method: Any, name: str, seed: int, args: argparse.Namespace, da
     published = getattr(method, method.published_backbone)
     accuracy = evaluate_backbone(published, data["eval"], DATA_CONFIG, knn=True, linear=True,
                                  linear_epochs=args.linear_epochs)  # fmt: skip
-    return {
+    row = {
         "method": name, "seed": seed, "knn": accuracy["knn_top1"], "linear": accuracy["linear_top1"],
         "seconds": seconds, "images_per_second": len(data["pretrain"]) * args.epochs / seconds,
         "final_loss": result.training["final_loss"],
         "augmentation": result.training["augmentation"].splitlines()[0],
     }  # fmt: skip
+    if published is not method.backbone:  # an EMA teacher is published: the student too, to see what it learnt
+        student = evaluate_backbone(method.backbone, data["eval"], DATA_CONFIG, knn=True, linear=True,
+                                    linear_epochs=args.linear_epochs)  # fmt: skip
+        row.update(student_knn=student["knn_top1"], student_linear=student["linear_top1"])
+    return row
 
 
 def markdown_table(rows: list[dict[str, Any]]) -> str:
     """One line per method (in order of first appearance, LightlySSL's right after ours): mean ± standard deviation
-    over its seeds."""
+    over its seeds. Methods that publish an EMA teacher also show their student's scores."""
     by_method: dict[str, list[dict[str, Any]]] = {}
     for row in rows:
         group = by_method.setdefault(row["method"], [])
@@ -139,8 +144,13 @@ def markdown_table(rows: list[dict[str, Any]]) -> str:
         spread = f" ± {statistics.stdev(values):.2f}" if len(values) > 1 else ""
         return f"{statistics.mean(values):.2f}{spread}{unit}"
 
-    lines = ["| method | seeds | kNN top-1 (%) | linear top-1 (%) | pretraining time | images/s | final loss |",
-             "|---|---|---|---|---|---|---|"]  # fmt: skip
+    def student(group: list[dict[str, Any]]) -> str:
+        if not any("student_knn" in r for r in group):
+            return ""
+        return f"{cell(group, 'student_knn')} / {cell(group, 'student_linear')}"
+
+    lines = ["| method | seeds | kNN top-1 (%) | linear top-1 (%) | pretraining time | images/s | final loss | "
+             "student kNN / linear (%) |", "|---|---|---|---|---|---|---|---|"]  # fmt: skip
     order = list(by_method)
 
     def position(name: str) -> tuple[int, bool]:
@@ -152,7 +162,7 @@ def markdown_table(rows: list[dict[str, Any]]) -> str:
         seeds = ", ".join(str(r["seed"]) for r in group if r.get("seed") is not None) or "n/a"
         lines.append(f"| {name} | {seeds} | {cell(group, 'knn')} | {cell(group, 'linear')} | "
                      f"{cell(group, 'seconds', ' s')} | {cell(group, 'images_per_second')} | "
-                     f"{cell(group, 'final_loss')} |")  # fmt: skip
+                     f"{cell(group, 'final_loss')} | {student(group)} |")  # fmt: skip
     return "\n".join(lines)
 
 
