@@ -3,6 +3,8 @@
 ``ssl-hub pretrain --method simclr --backbone resnet18 --output-dir out`` trains on the shipped demo set; every
 ``TrainingArguments`` flag (``--num_train_epochs``, ``--per_device_train_batch_size``, ``--bf16``...) and every
 hyperparameter of the method (``--temperature``...) is a flag too: ``ssl-hub pretrain --method simclr --help``.
+The ``--learning_rate`` shown there is the recipe's for a global batch of 64; without the flag, recipes stated per
+batch (DINO, MAE...) scale it to the run's global batch.
 """
 
 from __future__ import annotations
