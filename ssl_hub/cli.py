@@ -3,8 +3,8 @@
 ``ssl-hub pretrain --method simclr --backbone resnet18 --output-dir out`` trains on the shipped demo set; every
 ``TrainingArguments`` flag (``--num_train_epochs``, ``--per_device_train_batch_size``, ``--bf16``...) and every
 hyperparameter of the method (``--temperature``...) is a flag too: ``ssl-hub pretrain --method simclr --help``.
-The ``--learning_rate`` shown there is the recipe's for a global batch of 64; without the flag, recipes stated per
-batch (DINO, MAE...) scale it to the run's global batch.
+Without ``--learning_rate``, the recipe's rate is used; recipes stated per batch (DINO, MAE...) scale it from a
+global batch of 64 to the run's (the help says which).
 """
 
 from __future__ import annotations
@@ -72,6 +72,7 @@ def _pop_push_to_hub(argv: list[str]) -> tuple[str | None, list[str]]:
 def run_pretrain(argv: list[str]) -> int:
     from transformers import HfArgumentParser, TrainingArguments
 
+    from ssl_hub.methods.base import RECIPE_BATCH_SIZE
     from ssl_hub.training.pretrain import recommended_training_arguments, scaled_learning_rate
 
     first = argparse.ArgumentParser(prog="ssl-hub pretrain", add_help=False)
@@ -88,16 +89,23 @@ def run_pretrain(argv: list[str]) -> int:
     except ValueError as error:
         return _fail("pretrain", str(error), code=2)
     push_repo, argv = _pop_push_to_hub(argv)
+    recipe = recommended_training_arguments(method_class)
+    rate_help = f"Without --learning_rate: the recipe's {recipe['learning_rate']:g}"
+    if method_class.learning_rate_scaling:
+        rate_help += (
+            f" for a global batch of {RECIPE_BATCH_SIZE}, scaled ({method_class.learning_rate_scaling}) to yours"
+        )
     parser = HfArgumentParser(
         cast(Any, [PretrainCommand, method_class.config_class, TrainingArguments]),
         prog="ssl-hub pretrain",
-        description=f"Pretrain with {method_class.display_name}.",
+        description=f"Pretrain with {method_class.display_name}. {rate_help}.",
     )
-    parser.set_defaults(**{**recommended_training_arguments(method_class), "output_dir": None})
+    # learning_rate None = not given (argparse also accepts abbreviated flags): the recipe's, scaled to the batch
+    parser.set_defaults(**{**recipe, "output_dir": None, "learning_rate": None})
     command, method_config, args = parser.parse_args_into_dataclasses(argv)
     if not args.output_dir:
         return _fail("pretrain", "--output-dir is required.", code=2)
-    if not any(a.split("=")[0] in ("--learning_rate", "--learning-rate") for a in argv):
+    if args.learning_rate is None:
         args.learning_rate = scaled_learning_rate(method_class, args)
     return _pretrain(command, method_class, method_config, args, push_repo)
 

@@ -110,7 +110,10 @@ def test_no_knn_skips_the_evaluation(tmp_path: Path) -> None:
     assert config["ssl_hub"]["training"]["global_step"] == 1
 
 
-@pytest.mark.parametrize(("flags", "expected"), [([], 0.03 * 16 / 256), (["--learning-rate", "0.5"], 0.5)])
+@pytest.mark.parametrize(
+    ("flags", "expected"),
+    [([], 0.03 * 16 / 256), (["--learning-rate", "0.5"], 0.5), (["--learning_r=0.5"], 0.5)],  # argparse abbreviates
+)
 def test_the_recipe_learning_rate_is_scaled_to_the_batch_unless_given(
     flags: list[str], expected: float, tmp_path: Path
 ) -> None:
