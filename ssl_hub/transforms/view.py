@@ -70,7 +70,10 @@ def view_augmentation(
     )
     rotation = v2.RandomRotation(degrees=(90.0, 90.0) if rr_degrees is None else rr_degrees)
     blur = v2.GaussianBlur(kernel_size or blur_kernel_size(input_size), sigma=(float(sigmas[0]), float(sigmas[1])))
-    # PIL images stay PIL until the end: for small crops PIL's kernels beat tensor ones (~30 % here).
+    # Geometry and colour run on PIL images (for small crops PIL's kernels beat tensor ones, ~30 % here); blur and
+    # solarization run on the uint8 tensor, where torchvision computes them anyway (the same pixels without two
+    # PIL <-> tensor round trips).
+    to_image, *to_float = to_normalized_tensor(normalize)
     return [
         v2.RandomResizedCrop(
             input_size, scale=(min_scale, max_scale), interpolation=InterpolationMode.BICUBIC, antialias=True
@@ -80,7 +83,8 @@ def view_augmentation(
         v2.RandomVerticalFlip(p=vf_prob),
         v2.RandomApply([color_jitter], p=cj_prob),
         v2.RandomGrayscale(p=random_gray_scale),
+        to_image,
         v2.RandomApply([blur], p=gaussian_blur),
         v2.RandomSolarize(threshold=128, p=solarization_prob),
-        *to_normalized_tensor(normalize),
+        *to_float,
     ]
