@@ -9,7 +9,8 @@ driven from the Trainer state with ``lightly.models.utils.update_momentum`` and
 ``lightly.utils.scheduler.cosine_schedule``. The classes are not registered in ssl_hub's registry.
 
 Benchmark-only: needs ``pip install lightly`` (written against lightly 1.6.0); never imported by ssl_hub. Covers all
-17 registered ssl_hub methods; MoCo in its v2 form only (LightlySSL has no MoCo v3 recipe or loss).
+22 registered ssl_hub methods; MoCo in its v2 form only (LightlySSL has no MoCo v3 recipe or loss), DINOv2 with DINO
+centering only (LightlySSL has no Sinkhorn-Knopp teacher normalisation).
 """
 
 # Deliberate differences from our implementations (ssl_hub/methods/*.py) and from LightlySSL's examples
@@ -23,7 +24,8 @@ Benchmark-only: needs ``pip install lightly`` (written against lightly 1.6.0); n
 #   timm ViT is made to accept every crop size the way ours is (``dynamic_size_backbone``): plumbing, not the method.
 # What differs on purpose (LightlySSL's way, as its examples do it):
 # - Forward passes: every view goes through the backbone on its own (batch-norm statistics of one view), as in the
-#   examples. Ours: SimCLR / DCL / DCLW pass both views as one batch; DINO / SwaV / SMoG batch crops by size.
+#   examples. Ours: SimCLR / DCL / DCLW pass both views as one batch; DINO / SwaV / SMoG batch crops by size. MSN,
+#   iBOT and DINOv2 batch views by size as their examples do (and as ours).
 # - EMA teachers: ``copy.deepcopy`` + ``deactivate_requires_grad``; ``update_momentum`` runs at the *start* of each
 #   optimizer step (``on_step_begin``) with ``cosine_schedule(global_step, max_steps, start, end)``, as in the
 #   examples / LightlySSL's benchmarks. Ours updates at the end of each step with that step's momentum: each forward
@@ -85,21 +87,74 @@ Benchmark-only: needs ``pip install lightly`` (written against lightly 1.6.0); n
 #   position, not the next one (ours: next-patch prediction on the non-prefix positions). Head size is ours
 #   (12 blocks of 2048; example 1 block). The trunk's plain ``forward`` (used by the evaluation) is overridden, as
 #   timm 1.0.31's ``VisionTransformer.forward`` passes ``attn_mask=`` that LightlySSL's ``forward_features`` rejects.
+# - msn / pmsn: the example wraps a torchvision ViT; here MaskedVisionTransformerTIMM, which re-initialises the timm ViT
+#   (MAE's Xavier init, fixed 2D sine-cosine position embedding, interpolated for the focal views); ours keeps timm's
+#   init and a learned one. MSNProjectionHead, prototypes an ``nn.Linear``, MSNLoss / PMSNLoss; MSNTransform (LightlySSL
+#   has no PMSN transform) with our focal size. The target view goes through the EMA encoder and head; the other
+#   random views and the focal views, each group as one batch, through the student with random_token_mask dropping
+#   ``mask_ratio`` of the tokens - the focal views too, as the example (ours and the official code leave them whole).
+#   Two fixes to the example: it passes ``prototypes.data`` to the loss, so the prototypes never train (here they do,
+#   as ours), and it counts the sequence without the class token (``(width // patch_size) ** 2``), so the last patch
+#   is never kept. The prototypes take weight decay (ours spares them; the example decays every parameter).
+#   Momentum cosine 0.996 -> 1 (example: constant 0.996; ours linear), weight decay cosine 0.04 -> 0.4 with
+#   ``cosine_schedule`` (example: AdamW's constant). Published backbone: the target encoder, as ours.
+# - ijepa: LightlySSL's example is torchvision-only (IJEPABackbone indexes its class-token-prefixed sequence with the
+#   collator's patch indices: off by one); here its timm blocks: MaskedVisionTransformerTIMM context and target
+#   encoders (MAE init, fixed sine-cosine position embedding, as I-JEPA's), IJEPAPredictorTIMM with our width, depth,
+#   heads and MLP ratio. The ViT's class token passes the context encoder but not the predictor (which has no prefix
+#   tokens; ours feeds it). Masks from IJEPAMaskCollator, called in ``forward`` (the Trainer's collator is ours), with
+#   our scales and aspect ratios, 1 context and ``num_targets`` target blocks. Unlike ours it draws block scale and
+#   aspect ratio from one number, keeps blocks one patch short of the grid (at 32 px / 8: context block at most 3 x 3,
+#   1-5 context patches once the targets are cut out and the batch trimmed) and lets the context overlap targets when
+#   placing it fails. Its ``min_keep`` also binds target blocks, and it redraws forever when a block's size cannot
+#   reach it: min_keep = min(``min_context_patches``, smallest target block - 1) (10 at 224 px / 16, 0 at 32 px / 8).
+#   FlatIJEPAMaskCollator keeps one-patch blocks 1-D (the collator's ``squeeze`` makes them 0-d and ``len`` fails).
+#   Targets: the teacher's layer-normalised patch tokens; nn.SmoothL1Loss (``loss_type="l2"``: nn.MSELoss). Momentum
+#   linear 0.996 -> 1 (``linear_warmup_schedule`` over the run, as the example's generator; ours linear too), weight
+#   decay cosine 0.04 -> 0.4 (example: AdamW's constant). IJEPATransform: crop scale 0.2-1 and horizontal flips (ours
+#   0.3-1, no flip, as the official configs). Published backbone: the target encoder, as ours.
+# - ibot: as LightlySSL's example and ViT-B/16 benchmark: MaskedVisionTransformerTIMM re-initialises the ViT's linears
+#   (MAE init) but keeps timm's learned position embedding (``pos_embed_initialization="skip"``, ``antialias=False``);
+#   the global crops pass as one batch, the local crops as another; one DINOProjectionHead for class and masked patch
+#   tokens (a second one with ``separate_head``), teacher heads initialised anew (ours: copies). Masks from
+#   random_block_mask, which is DINOv2's scheme (exactly ``mask_probability`` of the 2B global crops masked, ratios
+#   from even strata of [0.1, 0.5]); ours draws iBOT's (each crop masked with probability 0.5, at a uniform ratio).
+#   Its smallest block is capped at ``int(N * mask_ratio_min)`` patches (``random_block_mask_image`` raises for an
+#   image that masks fewer; a 4 x 4 grid masks 1). DINOLoss and IBOTPatchLoss with our temperatures, warmed up by
+#   ``linear_warmup_schedule`` over the steps of ``warmup_teacher_temp_epochs`` epochs (as ours); last layers frozen
+#   with ``cancel_last_layer_gradients`` before the optimizer step (the example's head keeps ``freeze_last_layer=-1``,
+#   so its call does nothing); momentum cosine 0.996 -> 1; weight decay cosine 0.04 -> 0.4. No drop path on the
+#   student (the example adds 0.1; ours leaves it to ``backbone_kwargs``). IBOTTransform. Published backbone: the
+#   teacher, as ours.
+# - dinov2: LightlyIBOT with DINOv2ProjectionHead (its last layer's magnitude always trains, so ``norm_last_layer`` is
+#   not used; it has no ``cancel_last_layer_gradients``: the frozen epochs drop those gradients by hand, as LightlySSL's
+#   iBOT benchmark - the DINOv2 example's learning-rate zeroing looks for a ``last_layer`` key no parameter group
+#   has), KoLeoLoss on the student's class tokens of each global crop, and DINOTransform with the example's crops
+#   (32-100 %, 8 local crops of 5-32 %). LightlySSL's DINOLoss and IBOTPatchLoss only center by the mean
+#   (``Center``): both losses center as ours with ``centering="centering"``, not with Sinkhorn-Knopp as our default.
+#   Momentum cosine 0.992 -> 1; no layer-wise learning-rate decay (LightlySSL's benchmark has it, the example and ours
+#   not).
 
 from __future__ import annotations
 
 import copy
+import math
 from collections.abc import Callable, Sequence
 from typing import Any, ClassVar
 
 import torch
+from lightly.data import IJEPAMaskCollator
 from lightly.loss import (
     BarlowTwinsLoss,
     DCLLoss,
     DCLWLoss,
     DINOLoss,
+    IBOTPatchLoss,
+    KoLeoLoss,
+    MSNLoss,
     NegativeCosineSimilarity,
     NTXentLoss,
+    PMSNLoss,
     SwaVLoss,
     TiCoLoss,
     VICRegLoss,
@@ -112,6 +167,8 @@ from lightly.models.modules import (
     BYOLProjectionHead,
     DenseCLProjectionHead,
     DINOProjectionHead,
+    DINOv2ProjectionHead,
+    IJEPAPredictorTIMM,
     MaskedCausalVisionTransformer,
     MaskedVisionTransformerDecoderTIMM,
     MaskedVisionTransformerTIMM,
@@ -128,7 +185,7 @@ from lightly.models.modules import (
     SwaVProjectionHead,
     SwaVPrototypes,
 )
-from lightly.models.modules.heads import TiCoProjectionHead, VICRegProjectionHead
+from lightly.models.modules.heads import MSNProjectionHead, TiCoProjectionHead, VICRegProjectionHead
 from lightly.models.modules.masked_vision_transformer_timm import init_weights
 from lightly.models.modules.memory_bank import MemoryBankModule
 from lightly.models.utils import deactivate_requires_grad, update_momentum
@@ -138,8 +195,10 @@ from lightly.transforms import (
     BYOLView2Transform,
     DenseCLTransform,
     DINOTransform,
+    IBOTTransform,
     MAETransform,
     MoCoV2Transform,
+    MSNTransform,
     SimCLRTransform,
     SimSiamTransform,
     SMoGTransform,
@@ -150,7 +209,9 @@ from lightly.transforms import (
     VICRegTransform,
 )
 from lightly.transforms.aim_transform import AIMTransform
-from lightly.utils.scheduler import cosine_schedule
+from lightly.transforms.ijepa_transform import IJEPATransform
+from lightly.transforms.multi_view_transform import MultiViewTransform
+from lightly.utils.scheduler import cosine_schedule, linear_warmup_schedule
 from timm.models.vision_transformer import VisionTransformer
 from torch import Tensor, nn
 from torch.nn import functional as F
@@ -162,8 +223,12 @@ from ssl_hub.methods import (
     DCL,
     DCLW,
     DINO,
+    IBOT,
+    IJEPA,
     MAE,
+    MSN,
     NNCLR,
+    PMSN,
     AIMConfig,
     BarlowTwins,
     BarlowTwinsConfig,
@@ -173,10 +238,16 @@ from ssl_hub.methods import (
     DenseCL,
     DenseCLConfig,
     DINOConfig,
+    DINOv2,
+    DINOv2Config,
+    IBOTConfig,
+    IJEPAConfig,
     MAEConfig,
     MoCo,
     MoCoConfig,
+    MSNConfig,
     NNCLRConfig,
+    PMSNConfig,
     SimCLR,
     SimCLRConfig,
     SimMIM,
@@ -194,6 +265,7 @@ from ssl_hub.methods import (
     VICReg,
     VICRegConfig,
 )
+from ssl_hub.methods.msn import check_msn_views
 from ssl_hub.modules.multi_crop import crop_size_multiple, dynamic_size_backbone
 from ssl_hub.transforms.multi_crop import local_crop_size
 
@@ -207,23 +279,31 @@ ViewTransform = Callable[[Any], list[Tensor]]
 
 class LightlyMomentumCallback(TrainerCallback):
     """At the start of each optimizer step, ``update_momentum(student, teacher, m)`` with
-    ``m = cosine_schedule(global_step, max_steps, start, end)``, as LightlySSL's examples do at the top of each step.
+    ``m = schedule(global_step, max_steps, start, end)``, as LightlySSL's examples do at the top of each step.
 
     Args:
         pairs: ``(student, teacher)`` modules.
         start: Momentum of the first step.
         end: Momentum of the last step (equal to ``start`` for a constant momentum).
+        schedule: ``cosine_schedule``, or ``linear_warmup_schedule`` for a linear rise over the whole run.
     """
 
-    def __init__(self, pairs: Sequence[tuple[nn.Module, nn.Module]], start: float, end: float) -> None:
+    def __init__(
+        self,
+        pairs: Sequence[tuple[nn.Module, nn.Module]],
+        start: float,
+        end: float,
+        schedule: Callable[[int, int, float, float], float] = cosine_schedule,
+    ) -> None:
         self.pairs = list(pairs)
         self.start = start
         self.end = end
+        self.schedule = schedule
 
     def on_step_begin(
         self, args: TrainingArguments, state: TrainerState, control: TrainerControl, **kwargs: Any
     ) -> None:
-        momentum = cosine_schedule(state.global_step, state.max_steps, self.start, self.end)
+        momentum = self.schedule(state.global_step, state.max_steps, self.start, self.end)
         for student, teacher in self.pairs:
             update_momentum(student, teacher, m=momentum)
 
@@ -242,14 +322,18 @@ class TrainingProgressCallback(TrainerCallback):
         self.method.current_epoch = int(state.epoch or 0)
 
 
-class DINOStepCallback(TrainerCallback):
-    """DINO's step-dependent parts as LightlySSL's ViT-B/16 benchmark has them: the weight decay of the decayed
-    parameter groups follows ``cosine_schedule(step, max_steps, start, end)``, and before each optimizer step the
-    student head's last layer drops its gradients during the first ``freeze_last_layer`` epochs
-    (``DINOProjectionHead.cancel_last_layer_gradients``)."""
+class CosineWeightDecayCallback(TrainerCallback):
+    """At the start of each optimizer step, the weight decay of the decayed parameter groups follows
+    ``cosine_schedule(global_step, max_steps, start, end)``, as LightlySSL's ViT-B/16 benchmarks set it.
 
-    def __init__(self, method: LightlyDINO) -> None:
-        self.method = method
+    Args:
+        start: Weight decay of the first step.
+        end: Weight decay of the last step.
+    """
+
+    def __init__(self, start: float, end: float) -> None:
+        self.start = start
+        self.end = end
         self.decayed_groups: list[int] = []
 
     def on_train_begin(
@@ -261,16 +345,52 @@ class DINOStepCallback(TrainerCallback):
     def on_step_begin(
         self, args: TrainingArguments, state: TrainerState, control: TrainerControl, **kwargs: Any
     ) -> None:
-        cfg = self.method.config
-        weight_decay = cosine_schedule(state.global_step, state.max_steps, cfg.weight_decay_start, cfg.weight_decay_end)
+        weight_decay = cosine_schedule(state.global_step, state.max_steps, self.start, self.end)
         groups = kwargs["optimizer"].param_groups
         for index in self.decayed_groups:
             groups[index]["weight_decay"] = weight_decay
+
+
+class DINOStepCallback(CosineWeightDecayCallback):
+    """DINO's step-dependent parts as LightlySSL's ViT-B/16 benchmark has them: the cosine weight decay, and before
+    each optimizer step the student head's last layer drops its gradients during the first ``freeze_last_layer``
+    epochs (``DINOProjectionHead.cancel_last_layer_gradients``)."""
+
+    def __init__(self, method: LightlyDINO) -> None:
+        super().__init__(method.config.weight_decay_start, method.config.weight_decay_end)
+        self.method = method
 
     def on_pre_optimizer_step(
         self, args: TrainingArguments, state: TrainerState, control: TrainerControl, **kwargs: Any
     ) -> None:
         self.method.projection_head.cancel_last_layer_gradients(current_epoch=int(state.epoch or 0))
+
+
+class IBOTStepCallback(CosineWeightDecayCallback):
+    """iBOT's / DINOv2's step-dependent parts as LightlySSL's iBOT / DINOv2 benchmarks have them: the cosine weight
+    decay; the teacher temperatures rise with ``linear_warmup_schedule`` over the steps of the first
+    ``warmup_teacher_temp_epochs`` epochs; before each optimizer step the student heads' last layers drop their
+    gradients during the first ``freeze_last_layer`` epochs."""
+
+    def __init__(self, method: LightlyIBOT) -> None:
+        super().__init__(method.config.weight_decay_start, method.config.weight_decay_end)
+        self.method = method
+
+    def on_step_begin(
+        self, args: TrainingArguments, state: TrainerState, control: TrainerControl, **kwargs: Any
+    ) -> None:
+        super().on_step_begin(args, state, control, **kwargs)
+        cfg, step = self.method.config, state.global_step
+        warmup_steps = int(cfg.warmup_teacher_temp_epochs / state.num_train_epochs * state.max_steps)
+        self.method.teacher_temp = linear_warmup_schedule(step, warmup_steps, cfg.warmup_teacher_temp, cfg.teacher_temp)
+        self.method.teacher_patch_temp = linear_warmup_schedule(
+            step, warmup_steps, cfg.warmup_teacher_patch_temp, cfg.teacher_patch_temp
+        )
+
+    def on_pre_optimizer_step(
+        self, args: TrainingArguments, state: TrainerState, control: TrainerControl, **kwargs: Any
+    ) -> None:
+        self.method.cancel_last_layer_gradients(int(state.epoch or 0))
 
 
 class SMoGStepCallback(TrainerCallback):
@@ -355,6 +475,12 @@ def timm_vit(backbone: nn.Module, owner: str, class_token: bool = True) -> Visio
             f"{backbone.num_prefix_tokens} prefix tokens."
         )
     return backbone
+
+
+def patch_grid(vit: VisionTransformer, images: Tensor) -> tuple[int, int]:
+    """The patch grid ``(h, w)`` of ``images`` ``(B, C, H, W)`` in ``vit``."""
+    patch_height, patch_width = vit.patch_embed.patch_size
+    return images.shape[-2] // patch_height, images.shape[-1] // patch_width
 
 
 def fixed_sincos_pos_embed(vit: VisionTransformer) -> None:
@@ -1159,6 +1285,406 @@ class LightlyAIM(LightlyReference):
 
 
 # ---------------------------------------------------------------------------------------------------------------------
+# Masked ViTs with an EMA teacher.
+
+
+class LightlyMSN(LightlyReference):
+    """MSN as LightlySSL's example, on a timm ViT: the target view through the EMA encoder, the anchor views (the
+    other random views and the focal views) with random tokens dropped through the student."""
+
+    name = "lightly-msn"
+    display_name = "MSN (LightlySSL)"
+    ours = MSN
+    config_class = MSNConfig
+    transform_class = MSNTransform
+    paper = MSN.paper
+    requires_vit = True
+    published_backbone = "teacher_backbone"
+    config: MSNConfig
+
+    def __init__(self, backbone: str | nn.Module, config: MSNConfig | None = None, **kwargs: Any) -> None:
+        super().__init__(backbone, config, **kwargs)
+        cfg = self.config
+        self.backbone = timm_vit(dynamic_size_backbone(self.backbone), type(self).__name__)
+        self.encoder = MaskedVisionTransformerTIMM(vit=self.backbone)  # re-initialises it (MAE init, fixed sin-cos)
+        self.projection_head = MSNProjectionHead(self.feature_dim, cfg.projection_hidden_dim, cfg.projection_output_dim)
+        self.prototypes = nn.Linear(cfg.projection_output_dim, cfg.num_prototypes, bias=False)
+        self.teacher_encoder = momentum_copy(self.encoder)
+        self.teacher_backbone = self.teacher_encoder.vit
+        self.teacher_head = momentum_copy(self.projection_head)
+        self.criterion = self.build_criterion()
+
+    def build_criterion(self) -> MSNLoss:
+        cfg = self.config
+        return MSNLoss(
+            temperature=cfg.temperature,
+            sinkhorn_iterations=cfg.sinkhorn_iterations,
+            regularization_weight=cfg.regularization_weight,
+            gather_distributed=cfg.gather_distributed,
+        )
+
+    def make_transform(self, input_size: int = 224, **kwargs: Any) -> ViewTransform:
+        kwargs.setdefault("focal_size", local_crop_size(input_size, crop_size_multiple(self.backbone)))
+        return MSNTransform(random_size=input_size, **kwargs)
+
+    def forward(self, views: Sequence[Tensor]) -> SSLMethodOutput:
+        check_msn_views(views, type(self).__name__)
+        target_view, anchor_views = views[0], views[1:]
+        with torch.no_grad():
+            targets = self.teacher_head(self.teacher_encoder(target_view))  # (B, D)
+        random_views = [v for v in anchor_views if v.shape == target_view.shape]
+        focal_views = [v for v in anchor_views if v.shape != target_view.shape]
+        groups = [torch.cat(group) for group in (random_views, focal_views) if group]
+        anchors = torch.cat([self.forward_masked(images) for images in groups])  # (V * B, D), view by view
+        loss = self.criterion(
+            anchors,
+            targets,
+            self.prototypes.weight,  # the example passes ``.data``: no gradient would reach the prototypes
+            target_sharpen_temperature=self.config.target_sharpen_temperature,
+        )
+        return SSLMethodOutput(loss=loss)
+
+    def forward_masked(self, images: Tensor) -> Tensor:
+        """Projections ``(N, D)`` of ``images`` with ``mask_ratio`` of their patches dropped (random_token_mask over
+        the whole token sequence, which always keeps the class token)."""
+        rows, cols = patch_grid(self.encoder.vit, images)
+        idx_keep, _ = lightly_utils.random_token_mask(
+            size=(len(images), self.encoder.vit.num_prefix_tokens + rows * cols),
+            mask_ratio=self.config.mask_ratio,
+            device=images.device,
+        )
+        return self.projection_head(self.encoder(images, idx_keep=idx_keep))
+
+    def callbacks(self) -> list[TrainerCallback]:
+        cfg = self.config
+        pairs = [(self.encoder, self.teacher_encoder), (self.projection_head, self.teacher_head)]
+        return [
+            *super().callbacks(),
+            LightlyMomentumCallback(pairs, cfg.momentum_start, cfg.momentum_end),
+            CosineWeightDecayCallback(cfg.weight_decay_start, cfg.weight_decay_end),
+        ]
+
+
+class LightlyPMSN(LightlyMSN):
+    """PMSN as LightlySSL's example: LightlyMSN with PMSNLoss."""
+
+    name = "lightly-pmsn"
+    display_name = "PMSN (LightlySSL)"
+    ours = PMSN
+    config_class = PMSNConfig
+    paper = PMSN.paper
+    config: PMSNConfig
+
+    def build_criterion(self) -> PMSNLoss:
+        cfg = self.config
+        return PMSNLoss(
+            temperature=cfg.temperature,
+            sinkhorn_iterations=cfg.sinkhorn_iterations,
+            regularization_weight=cfg.regularization_weight,
+            power_law_exponent=cfg.power_law_exponent,
+            gather_distributed=cfg.gather_distributed,
+        )
+
+
+def smallest_ijepa_block(
+    grid_size: Sequence[int], scale: tuple[float, float], aspect_ratio: tuple[float, float]
+) -> int:
+    """The fewest patches of a block IJEPAMaskCollator can draw on ``grid_size`` (its ``_sample_block_size``: scale
+    and aspect ratio from one uniform number, the block at most one patch short of the grid in each direction)."""
+    height, width = grid_size
+    sizes = []
+    for draw in torch.linspace(0, 1, 1001).tolist():
+        keep = int(height * width * (scale[0] + draw * (scale[1] - scale[0])))
+        ratio = aspect_ratio[0] + draw * (aspect_ratio[1] - aspect_ratio[0])
+        sizes.append(min(round(math.sqrt(keep * ratio)), height - 1) * min(round(math.sqrt(keep / ratio)), width - 1))
+    return min(sizes)
+
+
+class FlatIJEPAMaskCollator(IJEPAMaskCollator):
+    """IJEPAMaskCollator whose one-patch blocks stay 1-D: its ``_sample_block_mask`` squeezes the ``(K, 1)`` patch
+    indices, which for ``K = 1`` gives a 0-d tensor that its ``__call__`` cannot take the ``len`` of."""
+
+    def _sample_block_mask(
+        self, b_size: tuple[int, int], acceptable_regions: list[Tensor] | None = None
+    ) -> tuple[Tensor, Tensor]:
+        mask, complement = super()._sample_block_mask(b_size, acceptable_regions)
+        return mask.reshape(-1), complement
+
+
+class LightlyIJEPA(LightlyReference):
+    """I-JEPA from LightlySSL's timm blocks (its example wraps a torchvision ViT): masks from IJEPAMaskCollator,
+    context and target encoders MaskedVisionTransformerTIMM, predictor IJEPAPredictorTIMM."""
+
+    name = "lightly-ijepa"
+    display_name = "I-JEPA (LightlySSL)"
+    ours = IJEPA
+    config_class = IJEPAConfig
+    transform_class = IJEPATransform
+    paper = IJEPA.paper
+    requires_vit = True
+    published_backbone = "teacher_backbone"
+    config: IJEPAConfig
+
+    def __init__(self, backbone: str | nn.Module, config: IJEPAConfig | None = None, **kwargs: Any) -> None:
+        super().__init__(backbone, config, **kwargs)
+        vit = timm_vit(self.backbone, type(self).__name__)
+        self.encoder = MaskedVisionTransformerTIMM(vit=vit)  # re-initialises vit (MAE init, fixed sin-cos)
+        self.teacher_encoder = momentum_copy(self.encoder)
+        self.teacher_backbone = self.teacher_encoder.vit
+        self.predictor = self.build_predictor()
+        self.mask_collator = self.build_mask_collator()
+        self.criterion = nn.SmoothL1Loss() if self.config.loss_type == "smooth_l1" else nn.MSELoss()
+
+    def build_predictor(self) -> IJEPAPredictorTIMM:
+        cfg, vit = self.config, self.encoder.vit
+        return IJEPAPredictorTIMM(
+            num_patches=vit.patch_embed.num_patches,
+            depth=cfg.predictor_depth,
+            mlp_dim=vit.embed_dim,
+            predictor_embed_dim=cfg.predictor_dim,
+            num_heads=cfg.predictor_num_heads or vit.blocks[0].attn.num_heads,
+            mlp_ratio=cfg.predictor_mlp_ratio,
+        )
+
+    def build_mask_collator(self) -> FlatIJEPAMaskCollator:
+        """The collator at the ViT's input size, with our block sizes and as many context patches at least as every
+        target block it can draw allows (it redraws a block, targets included, until it has more than ``min_keep``
+        patches, and never ends when its size cannot)."""
+        cfg, patch_embed = self.config, self.encoder.vit.patch_embed
+        target_scale = (cfg.target_scale_min, cfg.target_scale_max)
+        aspect_ratio = (cfg.target_aspect_ratio_min, cfg.target_aspect_ratio_max)
+        smallest_target = smallest_ijepa_block(patch_embed.grid_size, target_scale, aspect_ratio)
+        return FlatIJEPAMaskCollator(
+            input_size=tuple(patch_embed.img_size),
+            patch_size=patch_embed.patch_size[0],
+            enc_mask_scale=(cfg.context_scale_min, cfg.context_scale_max),
+            pred_mask_scale=target_scale,
+            aspect_ratio=aspect_ratio,
+            nenc=1,
+            npred=cfg.num_targets,
+            min_keep=min(cfg.min_context_patches, smallest_target - 1),
+        )
+
+    def fit_input_size(self, image_size: int) -> None:
+        """Resize the ViTs (timm), then give them LightlySSL's fixed sine-cosine position embeddings of the new patch
+        grid and rebuild the predictor and the mask collator for it, as LightlySSL would have built them there."""
+        super().fit_input_size(image_size)
+        for encoder in (self.encoder, self.teacher_encoder):
+            fixed_sincos_pos_embed(encoder.vit)
+        if self.predictor.decoder.num_patches != self.encoder.vit.patch_embed.num_patches:
+            self.predictor = self.build_predictor().to(self.encoder.mask_token.device)
+        self.mask_collator = self.build_mask_collator()
+
+    def make_transform(self, input_size: int = 224, **kwargs: Any) -> ViewTransform:
+        """LightlySSL's IJEPATransform (one tensor per image) as a one-view MultiViewTransform."""
+        return MultiViewTransform([IJEPATransform(input_size=input_size, **kwargs)])
+
+    def forward(self, views: Sequence[Tensor]) -> SSLMethodOutput:
+        self.check_views(views, count=1)
+        images = views[0]  # (B, C, H, W)
+        batch_size = len(images)
+        _, masks_enc, masks_pred = self.mask_collator(list(range(batch_size)))  # patch indices, (B, K) / T x (B, M)
+        (context,) = (mask.to(images.device) for mask in masks_enc)
+        targets = [mask.to(images.device) for mask in masks_pred]
+        with torch.no_grad():
+            h = self.teacher_encoder.encode(images)[:, 1:]  # (B, N, D): the patch tokens
+            h = F.layer_norm(h, (h.shape[-1],))
+            h = lightly_utils.apply_masks(h, targets)  # (T * B, M, D)
+        keep = torch.cat([context.new_zeros(batch_size, 1), context + 1], dim=1)  # class token, context patches
+        z = self.encoder.encode(images, idx_keep=keep)[:, 1:]  # (B, K, D): the context patch tokens
+        z = self.predictor(z, [context], targets)  # (T * B, M, D)
+        return SSLMethodOutput(loss=self.criterion(z, h))
+
+    def callbacks(self) -> list[TrainerCallback]:
+        cfg = self.config
+        momentum = LightlyMomentumCallback(
+            [(self.encoder, self.teacher_encoder)], cfg.momentum_start, cfg.momentum_end, linear_warmup_schedule
+        )
+        weight_decay = CosineWeightDecayCallback(cfg.weight_decay_start, cfg.weight_decay_end)
+        return [*super().callbacks(), momentum, weight_decay]
+
+
+class LightlyIBOT(LightlyReference):
+    """iBOT as LightlySSL's example and ViT-B/16 benchmark: the student sees the two global crops with
+    random_block_mask patches replaced by its mask token and the local crops unmasked, the EMA teacher the unmasked
+    global crops; DINOLoss on the class tokens, IBOTPatchLoss on the masked patches."""
+
+    name = "lightly-ibot"
+    display_name = "iBOT (LightlySSL)"
+    ours = IBOT
+    config_class = IBOTConfig
+    transform_class = IBOTTransform
+    paper = IBOT.paper
+    requires_vit = True
+    published_backbone = "teacher_backbone"
+    config: IBOTConfig
+
+    def __init__(self, backbone: str | nn.Module, config: IBOTConfig | None = None, **kwargs: Any) -> None:
+        super().__init__(backbone, config, **kwargs)
+        cfg = self.config
+        self.backbone = timm_vit(dynamic_size_backbone(self.backbone), type(self).__name__)
+        # Re-initialises the ViT's linears (MAE init) and keeps timm's learned position embedding, as LightlySSL.
+        self.encoder = MaskedVisionTransformerTIMM(vit=self.backbone, antialias=False, pos_embed_initialization="skip")
+        self.projection_head = self.build_head(cfg.output_dim, student=True)
+        self.patch_head = self.build_head(cfg.patch_output_dim, student=True) if cfg.separate_head else None
+        self.teacher_encoder = momentum_copy(self.encoder)
+        self.teacher_backbone = self.teacher_encoder.vit
+        # LightlySSL builds the teacher heads anew rather than copying the students'.
+        self.teacher_head = self.build_head(cfg.output_dim, student=False)
+        self.teacher_patch_head = self.build_head(cfg.patch_output_dim, student=False) if cfg.separate_head else None
+        for head in (self.teacher_head, self.teacher_patch_head):
+            if head is not None:
+                deactivate_requires_grad(head)
+        self.criterion = DINOLoss(
+            output_dim=cfg.output_dim, student_temp=cfg.student_temp, center_momentum=cfg.center_momentum
+        )
+        self.patch_criterion = IBOTPatchLoss(
+            output_dim=cfg.patch_output_dim if cfg.separate_head else cfg.output_dim,
+            student_temp=cfg.student_temp,
+            center_momentum=cfg.center_momentum,
+        )
+        # Set at each step by IBOTStepCallback.
+        self.teacher_temp = cfg.warmup_teacher_temp
+        self.teacher_patch_temp = cfg.warmup_teacher_patch_temp
+
+    def build_head(self, output_dim: int, student: bool) -> nn.Module:
+        """A DINO head; only the student's carries ``freeze_last_layer``."""
+        cfg = self.config
+        return DINOProjectionHead(
+            self.feature_dim,
+            cfg.projection_hidden_dim,
+            cfg.bottleneck_dim,
+            output_dim,
+            batch_norm=cfg.projection_batch_norm,
+            freeze_last_layer=cfg.freeze_last_layer if student else -1,
+            norm_last_layer=cfg.norm_last_layer,
+        )
+
+    def student_heads(self) -> list[nn.Module]:
+        return [self.projection_head] if self.patch_head is None else [self.projection_head, self.patch_head]
+
+    def cancel_last_layer_gradients(self, epoch: int) -> None:
+        """Drop the gradients of the student heads' last layers during the first ``freeze_last_layer`` epochs."""
+        for head in self.student_heads():
+            head.cancel_last_layer_gradients(current_epoch=epoch)
+
+    def make_transform(self, input_size: int = 224, **kwargs: Any) -> ViewTransform:
+        kwargs.setdefault("local_crop_size", local_crop_size(input_size, crop_size_multiple(self.backbone)))
+        return self.transform_class(global_crop_size=input_size, **kwargs)
+
+    def block_mask(self, images: Tensor) -> Tensor:
+        """``random_block_mask`` of the global crops ``images``, ``(2B, h, w)`` boolean, with our ratios."""
+        cfg = self.config
+        height, width = patch_grid(self.encoder.vit, images)
+        min_block = cfg.mask_min_block_patches or (min(height, width) // 3) ** 2  # the latter: LightlySSL's iBOT
+        return lightly_utils.random_block_mask(
+            size=(len(images), height, width),
+            batch_mask_ratio=cfg.mask_probability,
+            min_image_mask_ratio=cfg.mask_ratio_min,
+            max_image_mask_ratio=cfg.mask_ratio_max,
+            # random_block_mask_image raises for an image that masks fewer patches than this
+            min_num_masks_per_block=min(min_block, int(height * width * cfg.mask_ratio_min)),
+            min_block_aspect_ratio=cfg.mask_min_aspect_ratio,
+            device=images.device,
+        )
+
+    def distillation_loss(self, views: Sequence[Tensor]) -> tuple[Tensor, Tensor]:
+        """The weighted class-token and masked-patch losses, and the student's class tokens ``(2B, D)`` of the
+        masked global crops."""
+        check_multi_crop(views, type(self).__name__)
+        cfg = self.config
+        global_views = torch.cat(list(views[:2]))  # (2B, C, H, W)
+        block_mask = self.block_mask(global_views)  # (2B, h, w)
+        mask = torch.cat([block_mask.new_zeros(len(global_views), 1), block_mask.flatten(start_dim=1)], dim=1)
+        student_patch_head, teacher_patch_head = (
+            (self.patch_head, self.teacher_patch_head)
+            if self.patch_head is not None and self.teacher_patch_head is not None
+            else (self.projection_head, self.teacher_head)
+        )
+        with torch.no_grad():
+            teacher_tokens = self.teacher_encoder.encode(global_views)  # (2B, 1 + N, D)
+            teacher_cls_out = self.teacher_head(teacher_tokens[:, 0])  # (2B, K)
+            teacher_patch_out = teacher_patch_head(teacher_tokens[mask])  # (M, K_p)
+        student_tokens = self.encoder.encode(global_views, mask=mask)  # (2B, 1 + N, D), masked patches replaced
+        student_cls = student_tokens[:, 0]  # (2B, D)
+        student_patch_out = student_patch_head(student_tokens[mask])  # (M, K_p)
+        student_cls_out = [self.projection_head(student_cls)]
+        if len(views) > 2:
+            student_cls_out.append(self.projection_head(self.encoder.encode(torch.cat(list(views[2:])))[:, 0]))
+        cls_loss = self.criterion(
+            list(teacher_cls_out.chunk(2)),
+            list(torch.cat(student_cls_out).chunk(len(views))),
+            teacher_temp=self.teacher_temp,
+        )
+        patch_loss = self.patch_criterion(
+            teacher_patch_out, student_patch_out, mask=block_mask, teacher_temp=self.teacher_patch_temp
+        )
+        return cfg.cls_loss_weight * cls_loss + cfg.patch_loss_weight * patch_loss, student_cls
+
+    def forward(self, views: Sequence[Tensor]) -> SSLMethodOutput:
+        loss, _ = self.distillation_loss(views)
+        return SSLMethodOutput(loss=loss)
+
+    def callbacks(self) -> list[TrainerCallback]:
+        cfg = self.config
+        pairs = [(self.encoder, self.teacher_encoder), (self.projection_head, self.teacher_head)]
+        if self.patch_head is not None and self.teacher_patch_head is not None:
+            pairs.append((self.patch_head, self.teacher_patch_head))
+        return [
+            *super().callbacks(),
+            LightlyMomentumCallback(pairs, cfg.momentum_start, cfg.momentum_end),
+            IBOTStepCallback(self),
+        ]
+
+
+class LightlyDINOv2(LightlyIBOT):
+    """DINOv2 as LightlySSL's example and ViT-B/16 benchmark: LightlyIBOT with DINOv2ProjectionHead, DINOv2's crops
+    and KoLeoLoss on the student's class tokens of each global crop."""
+
+    name = "lightly-dinov2"
+    display_name = "DINOv2 (LightlySSL)"
+    ours = DINOv2
+    config_class = DINOv2Config
+    transform_class = DINOTransform
+    paper = DINOv2.paper
+    config: DINOv2Config
+
+    def __init__(self, backbone: str | nn.Module, config: DINOv2Config | None = None, **kwargs: Any) -> None:
+        super().__init__(backbone, config, **kwargs)
+        self.koleo = KoLeoLoss()
+
+    def build_head(self, output_dim: int, student: bool) -> nn.Module:
+        """A DINOv2 head (last layer's magnitude always trained, no freezing of its own)."""
+        cfg = self.config
+        return DINOv2ProjectionHead(
+            self.feature_dim,
+            cfg.projection_hidden_dim,
+            cfg.bottleneck_dim,
+            output_dim,
+            batch_norm=cfg.projection_batch_norm,
+        )
+
+    def cancel_last_layer_gradients(self, epoch: int) -> None:
+        """DINOv2ProjectionHead has no ``cancel_last_layer_gradients``: drop the gradients by hand, as LightlySSL's
+        iBOT benchmark does (its DINOv2 benchmark zeroes the learning rate of those parameters instead)."""
+        if epoch >= self.config.freeze_last_layer:
+            return
+        for head in self.student_heads():
+            for parameter in head.last_layer.parameters():
+                parameter.grad = None
+
+    def make_transform(self, input_size: int = 224, **kwargs: Any) -> ViewTransform:
+        """The example's DINOTransform: global crops of 32-100 %, 8 local crops of 5-32 %."""
+        kwargs = {"global_crop_scale": (0.32, 1.0), "local_crop_scale": (0.05, 0.32), "n_local_views": 8, **kwargs}
+        return super().make_transform(input_size, **kwargs)
+
+    def forward(self, views: Sequence[Tensor]) -> SSLMethodOutput:
+        loss, student_cls = self.distillation_loss(views)
+        koleo = sum(self.koleo(tokens) for tokens in student_cls.chunk(2))
+        return SSLMethodOutput(loss=loss + self.config.koleo_loss_weight * koleo)
+
+
+# ---------------------------------------------------------------------------------------------------------------------
 
 REFERENCES: tuple[type[LightlyReference], ...] = (
     LightlyAIM,
@@ -1168,9 +1694,14 @@ REFERENCES: tuple[type[LightlyReference], ...] = (
     LightlyDCLW,
     LightlyDenseCL,
     LightlyDINO,
+    LightlyDINOv2,
+    LightlyIBOT,
+    LightlyIJEPA,
     LightlyMAE,
     LightlyMoCo,
+    LightlyMSN,
     LightlyNNCLR,
+    LightlyPMSN,
     LightlySimCLR,
     LightlySimMIM,
     LightlySimSiam,
