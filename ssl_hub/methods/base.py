@@ -10,6 +10,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any, ClassVar, Literal, TypeVar
 
 import torch
+from timm.models import parse_model_name
 from torch import nn
 from transformers.utils import ModelOutput
 
@@ -112,6 +113,9 @@ class SSLMethod(nn.Module):
     # the user does not set one: "linear" (the papers' "lr per 256 images"), "sqrt" (DINOv2), or None (fixed: the
     # Adam recipes at 1e-3). Applied by ssl_hub.training.pretrain.scaled_learning_rate.
     learning_rate_scaling: ClassVar[LearningRateScaling] = None
+    # timm arguments the method gives a backbone it builds from an architecture name (the user's backbone_kwargs win;
+    # a model instance or a published backbone is left as it is): I-JEPA pools the patch tokens, as its paper.
+    backbone_defaults: ClassVar[dict[str, Any]] = {}
     # Read by transformers.Trainer: the batch key holding the inputs, and no loss kwargs in forward.
     main_input_name: ClassVar[str] = "views"
     accepts_loss_kwargs: ClassVar[bool] = False
@@ -126,7 +130,10 @@ class SSLMethod(nn.Module):
     ) -> None:
         super().__init__()
         self.config = self.config_class.build(config, kwargs, owner=type(self).__name__)
-        self.backbone = create_backbone(backbone, **(backbone_kwargs or {}))
+        timm_kwargs = dict(backbone_kwargs or {})
+        if isinstance(backbone, str) and parse_model_name(backbone)[0] is None:
+            timm_kwargs = {**self.backbone_defaults, **timm_kwargs}
+        self.backbone = create_backbone(backbone, **timm_kwargs)
         self.feature_dim = feature_dim(self.backbone)
         # Where the backbone came from, for the card's base_model when continuing from a published one.
         self.backbone_source = backbone if isinstance(backbone, str) else None

@@ -8,10 +8,11 @@ space, with no pixel reconstruction and no hand-crafted view augmentation.
 
 from __future__ import annotations
 
+import logging
 import math
 from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any, cast
+from typing import TYPE_CHECKING, Any, ClassVar, cast
 
 import torch
 from timm.layers import LayerNorm, build_sincos2d_pos_embed
@@ -31,6 +32,8 @@ from ssl_hub.transforms.ijepa import IJEPATransform
 
 if TYPE_CHECKING:
     from transformers import TrainerCallback
+
+logger = logging.getLogger(__name__)
 
 PAPER = Paper(
     title="Self-Supervised Learning from Images with a Joint-Embedding Predictive Architecture",
@@ -218,7 +221,9 @@ class IJEPA(SSLMethod):
     weight decay (cosine from 0.04 to 0.4).
 
     The published backbone is the **target** encoder (``published_backbone = "teacher_backbone"``), which the
-    paper evaluates. The context encoder ``backbone``, the predictor and the mask sequence live in ``ssl/``.
+    paper evaluates, by the mean of its patch tokens: a ViT given by name is built with ``global_pool="avg"``
+    (I-JEPA's ViT has no class token; a timm ViT's class token receives no loss here). The context encoder
+    ``backbone``, the predictor and the mask sequence live in ``ssl/``.
     """
 
     name = "ijepa"
@@ -229,11 +234,18 @@ class IJEPA(SSLMethod):
     learning_rate_scaling = "linear"
     requires_vit = True
     published_backbone = "teacher_backbone"
+    backbone_defaults: ClassVar[dict[str, Any]] = {"global_pool": "avg"}
     config: IJEPAConfig
 
     def __init__(self, backbone: str | nn.Module, config: IJEPAConfig | None = None, **kwargs: Any) -> None:
         super().__init__(backbone, config, **kwargs)
         cfg = self.config
+        if getattr(self.backbone, "global_pool", None) == "token":
+            logger.warning(
+                "I-JEPA trains no class token, and this ViT's features are its class token (global_pool='token'): "
+                "build it with global_pool='avg' (the default for a backbone given by name), as the paper evaluates "
+                "the mean of the patch tokens."
+            )
         self.encoder = MaskedVisionTransformer(self.backbone, owner=self.display_name)
         num_heads = cfg.predictor_num_heads or int(cast(Any, self.encoder.vit.blocks[0]).attn.num_heads)
         self.predictor = IJEPAPredictor(
