@@ -159,7 +159,7 @@ def markdown_table(rows: list[dict[str, Any]]) -> str:
 
     for name in sorted(by_method, key=position):
         group = by_method[name]
-        seeds = ", ".join(str(r["seed"]) for r in group if r.get("seed") is not None) or "n/a"
+        seeds = ", ".join(str(seed) for seed in sorted(r["seed"] for r in group if r.get("seed") is not None)) or "n/a"
         lines.append(f"| {name} | {seeds} | {cell(group, 'knn')} | {cell(group, 'linear')} | "
                      f"{cell(group, 'seconds', ' s')} | {cell(group, 'images_per_second')} | "
                      f"{cell(group, 'final_loss')} | {student(group)} |")  # fmt: skip
