@@ -267,6 +267,7 @@ from ssl_hub.methods import (
 )
 from ssl_hub.methods.msn import check_msn_views
 from ssl_hub.modules.multi_crop import crop_size_multiple, dynamic_size_backbone
+from ssl_hub.training.callbacks import WeightDecayScheduleCallback
 from ssl_hub.transforms.multi_crop import local_crop_size
 
 # Views -> list of view tensors (a LightlySSL transform).
@@ -322,33 +323,13 @@ class TrainingProgressCallback(TrainerCallback):
         self.method.current_epoch = int(state.epoch or 0)
 
 
-class CosineWeightDecayCallback(TrainerCallback):
-    """At the start of each optimizer step, the weight decay of the decayed parameter groups follows
-    ``cosine_schedule(global_step, max_steps, start, end)``, as LightlySSL's ViT-B/16 benchmarks set it.
-
-    Args:
-        start: Weight decay of the first step.
-        end: Weight decay of the last step.
+class CosineWeightDecayCallback(WeightDecayScheduleCallback):
+    """Our weight-decay schedule callback (decayed parameter groups, set at the start of each optimizer step) with
+    LightlySSL's ``cosine_schedule(global_step, max_steps, start, end)``, as LightlySSL's ViT-B/16 benchmarks set it.
     """
 
-    def __init__(self, start: float, end: float) -> None:
-        self.start = start
-        self.end = end
-        self.decayed_groups: list[int] = []
-
-    def on_train_begin(
-        self, args: TrainingArguments, state: TrainerState, control: TrainerControl, **kwargs: Any
-    ) -> None:
-        groups = kwargs["optimizer"].param_groups
-        self.decayed_groups = [i for i, group in enumerate(groups) if group.get("weight_decay", 0.0) > 0]
-
-    def on_step_begin(
-        self, args: TrainingArguments, state: TrainerState, control: TrainerControl, **kwargs: Any
-    ) -> None:
-        weight_decay = cosine_schedule(state.global_step, state.max_steps, self.start, self.end)
-        groups = kwargs["optimizer"].param_groups
-        for index in self.decayed_groups:
-            groups[index]["weight_decay"] = weight_decay
+    def weight_decay(self, step: int, max_steps: int) -> float:
+        return cosine_schedule(step, max_steps, self.weight_decay_start, self.weight_decay_end)
 
 
 class DINOStepCallback(CosineWeightDecayCallback):
