@@ -71,6 +71,8 @@ CPU_BUDGET_KWARGS: dict[str, dict[str, Any]] = {
     # AIM's 404M-parameter head; I-JEPA's ViT-H predictor (384 wide, 12 blocks: twice ViT-Tiny's width, on every
     # target block) at the encoder's width and half its depth
     "aim": {"head_hidden_dim": 512, "head_num_blocks": 4},
+    # SimMIM's 32 px mask units are for 192 px images (6 x 6 units); a 32 px image would be one unit, all masked
+    "simmim": {"mask_patch_size": 8},
     "ijepa": {"predictor_dim": 192, "predictor_depth": 6},
 }
 

@@ -33,8 +33,12 @@ NARROW_HEADS: dict[str, dict[str, int]] = {
 }
 
 
+# SimMIM's 32 px mask units leave a 32 px image one unit, all masked: these images need units of one 16 px patch.
+SMALL_IMAGES: dict[str, dict[str, int]] = {"simmim": {"mask_patch_size": 16}}
+
+
 def create(name: str, backbone: str) -> ssl_hub.SSLMethod:
-    return ssl_hub.create_method(name, backbone=backbone, **NARROW_HEADS.get(name, {}))
+    return ssl_hub.create_method(name, backbone=backbone, **NARROW_HEADS.get(name, {}), **SMALL_IMAGES.get(name, {}))
 
 
 def default_backbone(name: str) -> str:

@@ -8,8 +8,10 @@ head live in ``ssl/``.
 
 Masks are drawn at patch granularity: a mask unit of ``mask_patch_size`` pixels covers
 ``mask_patch_size / patch_size`` patches per side (2 x 2 patches of a /16 ViT at the paper's 32 px), and
-``round(mask_ratio * units)`` units are masked. The patch grid must divide into whole units; with images of only one
-unit everything is masked. Works on timm Vision Transformers (see :class:`ssl_hub.modules.MaskedVisionTransformer`).
+``round(mask_ratio * units)`` units are masked. The patch grid must divide into whole units, and the ratio must mask
+some units and keep some: with the default 32 px units, images of 32 px have a single unit, so small images need a
+smaller ``mask_patch_size`` (e.g. 8 px at 32 px: 16 units of one 8 px patch). Works on timm Vision Transformers
+(see :class:`ssl_hub.modules.MaskedVisionTransformer`).
 """
 
 from __future__ import annotations
@@ -49,7 +51,8 @@ class SimMIMConfig(MethodConfig):
 
     Args:
         mask_ratio: Fraction of the mask units masked (0.6).
-        mask_patch_size: Side of a mask unit in pixels (32); a multiple of the ViT's patch size.
+        mask_patch_size: Side of a mask unit in pixels (32, for 192-224 px images); a multiple of the ViT's patch
+            size. Images must hold at least two units (at 32 px use the patch size, e.g. 8).
     """
 
     mask_ratio: float = 0.6
@@ -117,10 +120,14 @@ class SimMIM(SSLMethod):
                 f"{self.config.mask_patch_size} px, or another mask_patch_size."
             )
         rows, cols = height // unit_h, width // unit_w
-        if num_masked(rows * cols, self.config.mask_ratio) == 0:
+        count = num_masked(rows * cols, self.config.mask_ratio)
+        if not 0 < count < rows * cols:
+            consequence = "the loss would cover nothing" if count == 0 else "the encoder would see no pixels"
             raise ValueError(
-                f"SimMIM: mask_ratio {self.config.mask_ratio} masks none of the {rows * cols} mask units of the "
-                f"{height}x{width} patch grid; use larger images or a smaller mask_patch_size."
+                f"SimMIM: mask_ratio {self.config.mask_ratio} masks {count} of the {rows * cols} mask units of "
+                f"{self.config.mask_patch_size} px on the {height}x{width} patch grid: {consequence}. It must mask "
+                "some and keep some: use a smaller mask_patch_size (down to the patch size; the paper's 32 px is for "
+                "192-224 px images) or larger images."
             )
         generator = self.mask_rng.next_generator(device)
         units = random_mask(batch_size, rows * cols, self.config.mask_ratio, generator=generator)  # (B, rows * cols)
