@@ -186,6 +186,8 @@ def main() -> None:
     parser.add_argument("--workers", type=int, default=0, help="DataLoader workers for the augmentations")
     parser.add_argument("--threads", type=int, default=None)
     parser.add_argument("--lightly", action="store_true", help="also train LightlySSL's version of each method")
+    parser.add_argument("--lightly-only", action="store_true",
+                        help="train only LightlySSL's version (to add its rows beside ours saved earlier)")  # fmt: skip
     parser.add_argument("--work-dir", default="/tmp/ssl_hub-accuracy")
     parser.add_argument("--output", default=None, help="append the JSON rows to this file as they finish")
     parser.add_argument("--table", nargs="+", metavar="JSONL", help="only print the table of rows saved by --output")
@@ -234,14 +236,15 @@ def main() -> None:
             "linear": untrained["linear_top1"]})  # fmt: skip
 
     references: dict[str, Any] = {}
-    if args.lightly:
+    if args.lightly or args.lightly_only:
         from lightly_reference import LIGHTLY_METHODS
 
         references = LIGHTLY_METHODS
     for name in args.methods:
         kwargs = {"backbone_kwargs": args.backbone_kwargs, **CPU_BUDGET_KWARGS.get(name, {})}
         for seed in args.seeds:
-            report(run_one(partial(ssl_hub.create_method, name, args.backbone, **kwargs), name, seed, args, data))
+            if not args.lightly_only:
+                report(run_one(partial(ssl_hub.create_method, name, args.backbone, **kwargs), name, seed, args, data))
             if name in references:
                 lightly = partial(references[name], args.backbone, **kwargs)
                 report(run_one(lightly, f"lightly {name}", seed, args, data))

@@ -40,7 +40,8 @@ centering only (LightlySSL has no Sinkhorn-Knopp teacher normalisation).
 # - byol / simsiam / barlowtwins / vicreg: as the examples, with our widths (BYOL 4096-256-4096, momentum
 #   0.99 -> 1; SimSiam 2048-2048-512; Barlow Twins 8192 x 3; VICReg 3 layers of 8192).
 # - moco: v2 only (``version=3`` raises). MoCoProjectionHead + NTXentLoss with a 65536 memory bank, temperature 0.2,
-#   constant momentum 0.999; no shuffling BN (the example has none; a no-op in one process anyway).
+#   constant momentum 0.999; no shuffling BN, as the example (ours shuffles the key encoder's batch norm, in one
+#   process in groups of 32 shuffled images; LightlySSL's tool for that, SplitBatchNorm, lives in its own ResNets).
 # - nnclr: NTXentLoss as in the example (negatives include same-side pairs); ours InfoNCE across the two sides.
 #   NNMemoryBankModule has no cross-rank gathering. (Memory banks start as random unit vectors on both sides.)
 # - tico: TiCoLoss's covariance matrix is a plain attribute (not in state_dict / checkpoints); momentum 0.99 -> 1.
@@ -49,7 +50,7 @@ centering only (LightlySSL has no Sinkhorn-Knopp teacher normalisation).
 #   DenseCLProjectionHead (the dense one applied to (B, H*W, C) tokens, a 1x1 convolution); global features are
 #   AdaptiveAvgPool2d over timm's ``forward_features`` (so CNN backbones only: a (B, C, H, W) map is required); two
 #   NTXentLoss with memory banks (0.2, 65536 each); the dense queue receives all B*H*W key vectors per step (ours: one
-#   pooled vector per image); constant momentum 0.999.
+#   pooled vector per image); constant momentum 0.999; no shuffling BN, as MoCo's reference (ours shuffles).
 # - dino: the teacher head is a *separately initialised* DINOProjectionHead (as in the example and LightlySSL's
 #   benchmarks), ours a copy of the student's; the teacher backbone is a copy. Teacher temperature: DINOLoss's own
 #   per-epoch warm-up (``epoch=``; linspace 0.04 -> 0.07 over 30 epochs, reaching 0.07 at epoch 29), ours linear per

@@ -239,6 +239,37 @@ def test_method_loss_is_the_formula_on_the_query_and_key_encoders() -> None:
     assert loss.item() == pytest.approx(expected, rel=1e-9)
 
 
+def test_key_encoder_shuffles_batch_norm_in_groups_in_one_process() -> None:
+    """As MoCo's: the official key encoder shuffles BN (``_batch_shuffle_ddp``); one process emulates the GPUs."""
+    torch.manual_seed(0)
+    method = ssl_hub.create_method("densecl", backbone="test_resnet", shuffle_bn_group_size=4, **SMALL).double()
+    with torch.no_grad():
+        for parameter in method.teacher_backbone.parameters():
+            parameter.add_(0.05 * torch.randn_like(parameter))
+    generator = torch.Generator().manual_seed(0)
+    views = [torch.randn(8, 3, 32, 32, generator=generator, dtype=torch.float64) for _ in range(2)]
+    banks = [method.criterion.global_loss.memory_bank, method.criterion.dense_memory_bank]
+    for bank in banks:
+        bank.memory.copy_(F.normalize(bank.memory, dim=1))
+    global_queue, dense_queue = (list(bank.get()) for bank in banks)
+
+    with torch.no_grad():
+        query, query_dense, query_features = method.encode(views[0])
+        torch.manual_seed(3)
+        order = torch.randperm(8)  # the forward draws the same permutation below
+        key, key_dense, key_features = (torch.empty_like(t) for t in (query, query_dense, query_features))
+        for group in (order[:4], order[4:]):
+            key[group], key_dense[group], key_features[group] = method.encode(views[1][group], teacher=True)
+        whole_key = method.encode(views[1], teacher=True)[0]
+        assert not torch.allclose(key, whole_key), "train-mode batch norm: the groups matter"
+        torch.manual_seed(3)
+        loss = method(views=views).loss
+    expected = 0.5 * global_reference(query, key, global_queue, 0.2) + 0.5 * dense_reference(
+        query_dense, key_dense, query_features, key_features, dense_queue, 0.2
+    )
+    assert loss.item() == pytest.approx(expected, rel=1e-9)
+
+
 def pretrain_a_few_steps(method: ssl_hub.SSLMethod, output_dir: Path, steps: int = 3, callbacks: tuple = ()):
     args = {
         "output_dir": str(output_dir),
@@ -335,6 +366,7 @@ def test_save_gives_timm_the_trained_backbone_and_load_method_restores_teacher_a
         ("memory_bank_size", 0),
         ("dense_memory_bank_size", 0),
         ("projection_output_dim", 0),
+        ("shuffle_bn_group_size", 0),
     ],
 )
 def test_bad_hyperparameters_fail_at_construction_naming_the_argument(argument: str, value: float) -> None:

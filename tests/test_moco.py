@@ -90,6 +90,35 @@ def test_v2_loss_is_infonce_over_the_queue_and_the_queue_is_fifo_across_wrap_aro
         assert int(bank.pointer) == pointer % size
 
 
+def test_v2_keys_come_from_shuffled_batch_norm_groups_in_one_process() -> None:
+    """MoCo sec. 3.3: a key must not share batch-norm statistics with its query; one process emulates the GPUs."""
+    torch.manual_seed(0)
+    method = ssl_hub.create_method(
+        "moco", backbone="test_resnet", **SMALL_V2, memory_bank_size=16, shuffle_bn_group_size=4
+    ).double()
+    perturb_teacher(method)
+    bank = method.criterion.memory_bank
+    bank.memory.copy_(F.normalize(bank.memory, dim=1))
+    queue = bank.memory.tolist()
+    views = double_views(batch_size=8)
+
+    def key_encoder(images: torch.Tensor) -> torch.Tensor:
+        return method.teacher_projection_head(method.teacher_backbone(images))
+
+    with torch.no_grad():
+        queries = method.projection_head(method.backbone(views[0]))
+        torch.manual_seed(7)
+        order = torch.randperm(8)  # the forward draws the same permutation below
+        keys = torch.empty_like(queries)
+        for group in (order[:4], order[4:]):
+            keys[group] = key_encoder(views[1][group])
+        assert not torch.allclose(keys, key_encoder(views[1])), "train-mode batch norm: the groups matter"
+        torch.manual_seed(7)
+        loss = method(views=views).loss
+    assert loss.item() == pytest.approx(moco_v2_reference(queries, keys, queue, 0.2), rel=1e-10)
+    torch.testing.assert_close(bank.memory[:8], F.normalize(keys, dim=1), rtol=0, atol=1e-15)
+
+
 @pytest.mark.parametrize("backbone", ["test_resnet", "test_vit"])
 @pytest.mark.parametrize("temperature", [0.2, 1.0])
 def test_v3_loss_is_the_official_symmetric_contrastive_loss(backbone: str, temperature: float) -> None:
@@ -216,6 +245,7 @@ def test_each_version_has_its_papers_augmentation() -> None:
         ({"projection_num_layers": 1}, "projection_num_layers"),
         ({"version": 1}, "version"),
         ({"version": "3"}, "version"),
+        ({"shuffle_bn_group_size": 0}, "shuffle_bn_group_size"),
     ],
 )
 def test_bad_hyperparameters_fail_at_construction_naming_the_argument(kwargs: dict[str, object], argument: str) -> None:

@@ -22,6 +22,7 @@ from ssl_hub.losses.densecl import DenseCLLoss
 from ssl_hub.methods.base import MethodConfig, Paper, SSLMethod, SSLMethodOutput
 from ssl_hub.modules.dense_features import dense_feature_dim, forward_dense_features
 from ssl_hub.modules.ema import ema_copy
+from ssl_hub.modules.shuffle_bn import shuffled_batch_norm_forward, uses_batch_statistics
 from ssl_hub.registry import register_method
 from ssl_hub.transforms.densecl import DenseCLTransform
 
@@ -56,6 +57,12 @@ class DenseCLConfig(MethodConfig):
         projection_hidden_dim: Hidden width of both heads; ``None`` for the backbone's width (the official neck:
             2048 hidden on ResNet-50's 2048 channels).
         projection_output_dim: Embedding width of both heads (128).
+        shuffle_bn: MoCo's shuffling BN in the key encoder, as the official code (``_batch_shuffle_ddp``): across
+            ranks under multi-process training, in groups of ``shuffle_bn_group_size`` shuffled images in one
+            process (:func:`~ssl_hub.modules.shuffled_batch_norm_forward`), so a query and its key do not share
+            batch-norm statistics. Only where the key encoder has batch norm in train mode.
+        shuffle_bn_group_size: Images per key-encoder batch-norm group in one process (32: the official batch of
+            256 over 8 GPUs); batches smaller than two groups are encoded whole.
         gather_distributed: Under multi-process training, write the keys of all ranks into the queues (the
             official ``concat_all_gather``), so every rank holds the same queues.
     """
@@ -67,6 +74,8 @@ class DenseCLConfig(MethodConfig):
     dense_memory_bank_size: int = 65536
     projection_hidden_dim: int | None = None
     projection_output_dim: int = 128
+    shuffle_bn: bool = True
+    shuffle_bn_group_size: int = 32
     gather_distributed: bool = True
 
     def validate(self) -> None:
@@ -78,6 +87,7 @@ class DenseCLConfig(MethodConfig):
         if self.projection_hidden_dim is not None:
             check_positive_int("projection_hidden_dim", self.projection_hidden_dim, "DenseCL")
         check_positive_int("projection_output_dim", self.projection_output_dim, "DenseCL")
+        check_positive_int("shuffle_bn_group_size", self.shuffle_bn_group_size, "DenseCL")
 
 
 @register_method
@@ -93,9 +103,9 @@ class DenseCL(SSLMethod):
     ``extract`` mode); the key encoder and both queues (``criterion``) live in ``ssl/``.
 
     As in the paper, the loss is not symmetrised: view 0 is the query, view 1 the key. The correspondence uses the
-    backbone features of both encoders (paper sec. 3.3). Not reproduced: MoCo's shuffling BN across GPUs (the official
-    key encoder shuffles the batch over ranks so batch-norm statistics do not leak the positive), and the official
-    neck's Kaiming-normal init of its linear layers (the heads keep PyTorch's default init, as LightlySSL's).
+    backbone features of both encoders (paper sec. 3.3). The key encoder shuffles batch norm as MoCo's (see
+    ``shuffle_bn``). Not reproduced: the official neck's Kaiming-normal init of its linear layers (the heads keep
+    PyTorch's default init, as LightlySSL's).
     """
 
     name = "densecl"
@@ -161,9 +171,19 @@ class DenseCL(SSLMethod):
         self.check_views(views, count=2)
         query, query_dense, query_features = self.encode(views[0])  # (B, D), (B, N, D), (B, N, C)
         with torch.no_grad():
-            key, key_dense, key_features = self.encode(views[1], teacher=True)
+            key, key_dense, key_features = self._keys(views[1])
         loss = self.criterion(query, key, query_dense, key_dense, query_features, key_features)
         return SSLMethodOutput(loss=loss)
+
+    def _keys(self, images: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        """The key encoder's :meth:`encode` of ``images``, with shuffling BN where configured."""
+        key_encoder = (self.teacher_backbone, self.teacher_projection_head, self.teacher_dense_projection_head)
+        if self.config.shuffle_bn and uses_batch_statistics(*key_encoder):
+            key, key_dense, key_features = shuffled_batch_norm_forward(
+                lambda batch: self.encode(batch, teacher=True), images, self.config.shuffle_bn_group_size
+            )
+            return key, key_dense, key_features
+        return self.encode(images, teacher=True)
 
     def callbacks(self) -> list[TrainerCallback]:
         from ssl_hub.training.callbacks import EMAUpdateCallback

@@ -16,7 +16,6 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, TypeVar
 
 import torch
-import torch.distributed as dist
 from torch import nn
 
 from ssl_hub import distributed
@@ -26,6 +25,7 @@ from ssl_hub.losses.info_nce import InfoNCELoss
 from ssl_hub.losses.ntxent import NTXentLoss
 from ssl_hub.methods.base import MethodConfig, Paper, SSLMethod, SSLMethodOutput
 from ssl_hub.modules.ema import ema_copy
+from ssl_hub.modules.shuffle_bn import shuffled_batch_norm_forward, uses_batch_statistics
 from ssl_hub.registry import register_method
 from ssl_hub.transforms.byol import BYOLTransform
 from ssl_hub.transforms.moco import MoCoV2Transform
@@ -130,10 +130,13 @@ class MoCoConfig(MethodConfig):
         projection_num_layers: Linear layers of the projector (the official v3 code uses 2 for ResNets, 3 for ViTs).
         projection_batch_norm: BN after every projector layer (v3).
         prediction_hidden_dim: Hidden width of v3's 2-layer predictor; must stay ``None`` in v2, which has none.
-        shuffle_bn: MoCo's shuffling BN: under multi-process training the key encoder sees the global batch in a
-            random order shared by all ranks, so a query and its key never share batch-norm statistics (MoCo,
-            "Shuffling BN"). No effect in one process. The official v3 code uses synchronised BN instead (not
-            applied here).
+        shuffle_bn: MoCo's shuffling BN, so that a query and its key do not share batch-norm statistics (MoCo sec.
+            3.3; :func:`~ssl_hub.modules.shuffled_batch_norm_forward`): under multi-process training the key
+            encoder sees the global batch in a random order shared by all ranks; in one process it sees a shuffled
+            batch in groups of ``shuffle_bn_group_size``. Only where the key encoder has batch norm in train mode.
+            The official v3 code uses synchronised BN instead (not applied here).
+        shuffle_bn_group_size: Images per key-encoder batch-norm group in one process (32: the paper's batch of 256
+            over 8 GPUs); batches smaller than two groups are encoded whole.
         gather_distributed: Gather keys across ranks: into v2's queue (keeps the queues identical on every rank) and
             as v3's negatives.
     """
@@ -149,6 +152,7 @@ class MoCoConfig(MethodConfig):
     projection_batch_norm: bool | None = None
     prediction_hidden_dim: int | None = None
     shuffle_bn: bool | None = None
+    shuffle_bn_group_size: int = 32
     gather_distributed: bool = True
 
     def __post_init__(self) -> None:
@@ -194,6 +198,7 @@ class MoCoConfig(MethodConfig):
         )
         _given(self.projection_batch_norm, "projection_batch_norm")
         _given(self.shuffle_bn, "shuffle_bn")
+        check_positive_int("shuffle_bn_group_size", self.shuffle_bn_group_size, owner)
 
 
 @register_method
@@ -268,12 +273,16 @@ class MoCo(SSLMethod):
         return SSLMethodOutput(loss=loss)
 
     def _keys(self, images: torch.Tensor) -> torch.Tensor:
-        """Key-encoder embeddings of ``(B, C, H, W)`` images, with shuffling BN under multi-process training."""
-        if not (self.config.shuffle_bn and distributed.is_distributed()):
-            return self.teacher_projection_head(self.teacher_backbone(images))
-        shuffled, order = _shuffle_across_ranks(images)
-        keys = self.teacher_projection_head(self.teacher_backbone(shuffled))  # (B, D), other ranks' images
-        return _unshuffle_across_ranks(keys, order)
+        """Key-encoder embeddings ``(B, D)`` of ``(B, C, H, W)`` images, with shuffling BN where configured."""
+
+        def encode(batch: torch.Tensor) -> tuple[torch.Tensor]:
+            return (self.teacher_projection_head(self.teacher_backbone(batch)),)
+
+        if self.config.shuffle_bn and uses_batch_statistics(self.teacher_backbone, self.teacher_projection_head):
+            (keys,) = shuffled_batch_norm_forward(encode, images, self.config.shuffle_bn_group_size)
+        else:
+            (keys,) = encode(images)
+        return keys
 
     def _check_queue_holds_a_batch(self, batch_size: int) -> None:
         size = _given(self.config.memory_bank_size, "memory_bank_size")
@@ -298,24 +307,3 @@ class MoCo(SSLMethod):
         pairs = [(self.backbone, self.teacher_backbone), (self.projection_head, self.teacher_projection_head)]
         start = _given(self.config.momentum_start, "momentum_start")
         return [EMAUpdateCallback(pairs, start, _given(self.config.momentum_end, "momentum_end"))]
-
-
-@torch.no_grad()
-def _shuffle_across_ranks(images: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-    """This rank's share of the global batch in a random order common to all ranks, and that order.
-
-    Returns:
-        ``(B, ...)`` images and the ``(W * B,)`` permutation (global position ``j`` holds image ``order[j]``).
-    """
-    gathered = distributed.gather_no_grad(images)  # (W * B, C, H, W), ordered by rank
-    order = torch.randperm(gathered.shape[0], device=images.device)
-    dist.broadcast(order, src=0)
-    return gathered[order.view(distributed.world_size(), -1)[distributed.rank()]], order
-
-
-@torch.no_grad()
-def _unshuffle_across_ranks(keys: torch.Tensor, order: torch.Tensor) -> torch.Tensor:
-    """The keys of this rank's own images, in its order, from ``(B, D)`` keys of its shuffled share."""
-    gathered = distributed.gather_no_grad(keys)  # (W * B, D) in shuffled order
-    position = torch.argsort(order)  # where each image of the global batch went
-    return gathered[position.view(distributed.world_size(), -1)[distributed.rank()]]

@@ -27,3 +27,5 @@ from ssl_hub.modules.multi_block_mask import multi_block_mask as multi_block_mas
 from ssl_hub.modules.multi_crop import dynamic_size_backbone as dynamic_size_backbone
 from ssl_hub.modules.multi_crop import multi_crop_forward as multi_crop_forward
 from ssl_hub.modules.nn_memory_bank import NNMemoryBankModule as NNMemoryBankModule
+from ssl_hub.modules.shuffle_bn import shuffled_batch_norm_forward as shuffled_batch_norm_forward
+from ssl_hub.modules.shuffle_bn import uses_batch_statistics as uses_batch_statistics
