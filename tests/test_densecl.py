@@ -205,19 +205,30 @@ def test_non_spatial_features_fall_back_to_the_last_stage_or_fail_clearly() -> N
         forward_dense_features(StagesOnly(stage_channels=4), images)
 
 
-def test_method_loss_is_the_formula_on_the_query_and_key_encoders() -> None:
-    method = ssl_hub.create_method("densecl", backbone="test_vit", temperature=0.3, loss_lambda=0.4, **SMALL)
-    method.fit_input_size(64)
+def prepare_float64(
+    method: DenseCL, batch_size: int, image_size: int
+) -> tuple[list[torch.Tensor], list[torch.Tensor], list[torch.Tensor]]:
+    """Make ``method`` float64 with a key encoder distinct from the query encoder and unit-norm queues; return two
+    float64 views and the global and dense queues as they stand."""
     method.double()
-    with torch.no_grad():  # a key encoder distinct from the query encoder
+    with torch.no_grad():
         for parameter in method.teacher_backbone.parameters():
             parameter.add_(0.05 * torch.randn_like(parameter))
     generator = torch.Generator().manual_seed(0)
-    views = [torch.randn(2, 3, 64, 64, generator=generator, dtype=torch.float64) for _ in range(2)]
+    views = [
+        torch.randn(batch_size, 3, image_size, image_size, generator=generator, dtype=torch.float64) for _ in range(2)
+    ]
     banks = [method.criterion.global_loss.memory_bank, method.criterion.dense_memory_bank]
     for bank in banks:
         bank.memory.copy_(F.normalize(bank.memory, dim=1))  # the float32 random init, unit-norm in float64
     global_queue, dense_queue = (list(bank.get()) for bank in banks)
+    return views, global_queue, dense_queue
+
+
+def test_method_loss_is_the_formula_on_the_query_and_key_encoders() -> None:
+    method = ssl_hub.create_method("densecl", backbone="test_vit", temperature=0.3, loss_lambda=0.4, **SMALL)
+    method.fit_input_size(64)
+    views, global_queue, dense_queue = prepare_float64(method, batch_size=2, image_size=64)
 
     def encode(backbone: nn.Module, head: nn.Module, dense_head: nn.Module, images: torch.Tensor):
         tokens = backbone.forward_features(images)[:, backbone.num_prefix_tokens :]  # (B, 16, C): a 4 x 4 grid
@@ -242,16 +253,8 @@ def test_method_loss_is_the_formula_on_the_query_and_key_encoders() -> None:
 def test_key_encoder_shuffles_batch_norm_in_groups_in_one_process() -> None:
     """As MoCo's: the official key encoder shuffles BN (``_batch_shuffle_ddp``); one process emulates the GPUs."""
     torch.manual_seed(0)
-    method = ssl_hub.create_method("densecl", backbone="test_resnet", shuffle_bn_group_size=4, **SMALL).double()
-    with torch.no_grad():
-        for parameter in method.teacher_backbone.parameters():
-            parameter.add_(0.05 * torch.randn_like(parameter))
-    generator = torch.Generator().manual_seed(0)
-    views = [torch.randn(8, 3, 32, 32, generator=generator, dtype=torch.float64) for _ in range(2)]
-    banks = [method.criterion.global_loss.memory_bank, method.criterion.dense_memory_bank]
-    for bank in banks:
-        bank.memory.copy_(F.normalize(bank.memory, dim=1))
-    global_queue, dense_queue = (list(bank.get()) for bank in banks)
+    method = ssl_hub.create_method("densecl", backbone="test_resnet", shuffle_bn_group_size=4, **SMALL)
+    views, global_queue, dense_queue = prepare_float64(method, batch_size=8, image_size=32)
 
     with torch.no_grad():
         query, query_dense, query_features = method.encode(views[0])
