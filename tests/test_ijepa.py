@@ -8,7 +8,6 @@ import math
 from pathlib import Path
 
 import pytest
-import timm
 import torch
 from masked_image_reference import Capture
 from teacher_method_checks import check_ema_follows, check_hub_round_trip, transform_views
@@ -199,24 +198,6 @@ def test_published_backbone_is_the_target_encoder_and_load_method_restores_the_p
     method = IJEPA("test_vit", **SMALL)
     restored = check_hub_round_trip(method, tmp_path, transform_views(method), ["predictor.", "backbone.", "mask_rng."])
     assert restored.mask_rng.step == method.mask_rng.step > 0
-
-
-def test_published_features_are_the_mean_patch_token_unless_the_user_chose_otherwise(
-    caplog: pytest.LogCaptureFixture,
-) -> None:
-    torch.manual_seed(0)
-    method = IJEPA("test_vit", **SMALL)
-    teacher = method.teacher_backbone.eval()
-    images = torch.randn(2, 3, 64, 64)
-    with torch.no_grad():
-        tokens = teacher.forward_features(images)  # (B, 1 + N, D)
-        torch.testing.assert_close(teacher(images), teacher.fc_norm(tokens[:, 1:].mean(dim=1)))
-    assert ssl_hub.create_method("mae", backbone="test_vit").backbone.global_pool == "token"  # I-JEPA's default only
-    with caplog.at_level("WARNING", logger="ssl_hub.methods.ijepa"):
-        chosen = IJEPA("test_vit", backbone_kwargs={"global_pool": "token"}, **SMALL)
-        given = IJEPA(timm.create_model("test_vit", num_classes=0), **SMALL)
-    assert chosen.backbone.global_pool == given.backbone.global_pool == "token"
-    assert sum("trains no class token" in record.message for record in caplog.records) == 2
 
 
 def test_transform_is_one_crop_without_augmentation() -> None:

@@ -37,8 +37,9 @@ NARROW_HEADS: dict[str, dict[str, int]] = {
 SMALL_IMAGES: dict[str, dict[str, int]] = {"simmim": {"mask_patch_size": 16}}
 
 
-def create(name: str, backbone: str) -> ssl_hub.SSLMethod:
-    return ssl_hub.create_method(name, backbone=backbone, **NARROW_HEADS.get(name, {}), **SMALL_IMAGES.get(name, {}))
+def create(name: str, backbone: str | torch.nn.Module, **kwargs: object) -> ssl_hub.SSLMethod:
+    sizes = {**NARROW_HEADS.get(name, {}), **SMALL_IMAGES.get(name, {})}
+    return ssl_hub.create_method(name, backbone=backbone, **sizes, **kwargs)
 
 
 def default_backbone(name: str) -> str:
@@ -105,3 +106,24 @@ def test_save_then_timm_and_load_method_agree(name: str, tmp_path: Path) -> None
     restored.train()
     with torch.no_grad():
         torch.testing.assert_close(restored(views=views).loss, method(views=views).loss, rtol=0, atol=0)
+
+
+def test_methods_that_never_train_the_class_token_publish_the_mean_patch_token(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    pooling = {name for name in METHODS if ssl_hub.get_method_class(name).backbone_defaults.get("global_pool")}
+    assert pooling == {"aim", "ijepa", "simmim"}
+    images = torch.randn(2, 3, 32, 32, generator=torch.Generator().manual_seed(0))
+    for name in sorted(pooling):
+        method = create(name, "test_vit")
+        published = getattr(method, method.published_backbone).eval()
+        with torch.no_grad():
+            patch_tokens = published.forward_features(images)[:, published.num_prefix_tokens :]  # (B, N, D)
+            torch.testing.assert_close(published(images), published.fc_norm(patch_tokens.mean(dim=1)))
+        caplog.clear()
+        with caplog.at_level("WARNING", logger="ssl_hub.methods.base"):
+            chosen = create(name, "test_vit", backbone_kwargs={"global_pool": "token"})  # the user's choice wins
+            given = create(name, timm.create_model("test_vit", num_classes=0))  # an instance is left as it is
+        assert chosen.backbone.global_pool == given.backbone.global_pool == "token"
+        assert sum("trains no class token" in record.message for record in caplog.records) == 2, name
+    assert create("mae", "test_vit").backbone.global_pool == "token"  # MAE's decoder trains the class token

@@ -18,7 +18,7 @@ from __future__ import annotations
 import math
 from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, ClassVar
 
 import torch
 from timm.layers import build_sincos2d_pos_embed
@@ -90,8 +90,10 @@ class AIMConfig(MethodConfig):
 class AIM(SSLMethod):
     """AIM around a timm ViT; see :class:`AIMConfig` for the hyperparameters.
 
-    ``self.backbone`` is the trunk (published); ``self.prediction_head`` and the prefix sequence
-    (``self.mask_rng``) live in ``ssl/``.
+    ``self.backbone`` is the trunk (published), by the mean of its patch tokens: a ViT given by name is built with
+    ``global_pool="avg"`` (AIM's ViT has no class token and the paper probes the patch tokens; a timm ViT's class
+    token receives no loss here). ``self.prediction_head`` and the prefix sequence (``self.mask_rng``) live in
+    ``ssl/``.
     """
 
     name = "aim"
@@ -101,6 +103,7 @@ class AIM(SSLMethod):
     paper = PAPER
     learning_rate_scaling = "linear"
     requires_vit = True
+    backbone_defaults: ClassVar[dict[str, Any]] = {"global_pool": "avg"}
     config: AIMConfig
 
     def __init__(self, backbone: str | nn.Module, config: AIMConfig | None = None, **kwargs: Any) -> None:

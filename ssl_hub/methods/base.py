@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import dataclasses
 import json
+import logging
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -19,6 +20,8 @@ from ssl_hub.transforms.multi_view import MultiViewTransform
 
 if TYPE_CHECKING:
     from transformers import TrainerCallback
+
+logger = logging.getLogger(__name__)
 
 ConfigT = TypeVar("ConfigT", bound="MethodConfig")
 MethodT = TypeVar("MethodT", bound="SSLMethod")
@@ -114,7 +117,9 @@ class SSLMethod(nn.Module):
     # Adam recipes at 1e-3). Applied by ssl_hub.training.pretrain.scaled_learning_rate.
     learning_rate_scaling: ClassVar[LearningRateScaling] = None
     # timm arguments the method gives a backbone it builds from an architecture name (the user's backbone_kwargs win;
-    # a model instance or a published backbone is left as it is): I-JEPA pools the patch tokens, as its paper.
+    # a model instance or a published backbone is left as it is). Methods whose losses never reach a ViT's class token
+    # (I-JEPA, SimMIM, AIM) publish the mean patch token, global_pool="avg", and warn about a backbone that pools the
+    # class token.
     backbone_defaults: ClassVar[dict[str, Any]] = {}
     # Read by transformers.Trainer: the batch key holding the inputs, and no loss kwargs in forward.
     main_input_name: ClassVar[str] = "views"
@@ -134,6 +139,15 @@ class SSLMethod(nn.Module):
         if isinstance(backbone, str) and parse_model_name(backbone)[0] is None:
             timm_kwargs = {**self.backbone_defaults, **timm_kwargs}
         self.backbone = create_backbone(backbone, **timm_kwargs)
+        if (
+            self.backbone_defaults.get("global_pool") == "avg"
+            and getattr(self.backbone, "global_pool", None) == "token"
+        ):
+            logger.warning(
+                f"{self.display_name} trains no class token, and this ViT's features are its class token "
+                "(global_pool='token'): build it with global_pool='avg' (the default for a backbone given by name), "
+                "the mean of the patch tokens the method trains."
+            )
         self.feature_dim = feature_dim(self.backbone)
         # Where the backbone came from, for the card's base_model when continuing from a published one.
         self.backbone_source = backbone if isinstance(backbone, str) else None

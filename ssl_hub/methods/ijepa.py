@@ -8,7 +8,6 @@ space, with no pixel reconstruction and no hand-crafted view augmentation.
 
 from __future__ import annotations
 
-import logging
 import math
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -32,8 +31,6 @@ from ssl_hub.transforms.ijepa import IJEPATransform
 
 if TYPE_CHECKING:
     from transformers import TrainerCallback
-
-logger = logging.getLogger(__name__)
 
 PAPER = Paper(
     title="Self-Supervised Learning from Images with a Joint-Embedding Predictive Architecture",
@@ -240,12 +237,6 @@ class IJEPA(SSLMethod):
     def __init__(self, backbone: str | nn.Module, config: IJEPAConfig | None = None, **kwargs: Any) -> None:
         super().__init__(backbone, config, **kwargs)
         cfg = self.config
-        if getattr(self.backbone, "global_pool", None) == "token":
-            logger.warning(
-                "I-JEPA trains no class token, and this ViT's features are its class token (global_pool='token'): "
-                "build it with global_pool='avg' (the default for a backbone given by name), as the paper evaluates "
-                "the mean of the patch tokens."
-            )
         self.encoder = MaskedVisionTransformer(self.backbone, owner=self.display_name)
         num_heads = cfg.predictor_num_heads or int(cast(Any, self.encoder.vit.blocks[0]).attn.num_heads)
         self.predictor = IJEPAPredictor(

@@ -18,7 +18,7 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, ClassVar
 
 import torch
 from torch import nn
@@ -69,7 +69,9 @@ class SimMIMConfig(MethodConfig):
 class SimMIM(SSLMethod):
     """SimMIM around a timm ViT; see :class:`SimMIMConfig` for the hyperparameters.
 
-    ``self.backbone`` is the encoder (published); the mask token (``self.encoder.mask_token``), the linear
+    ``self.backbone`` is the encoder (published), by the mean of its patch tokens: a ViT given by name is built
+    with ``global_pool="avg"``, as the official code fine-tunes it (``USE_MEAN_POOLING``), since the loss reaches
+    only the patch tokens and never a timm ViT's class token. The mask token (``self.encoder.mask_token``), the linear
     ``self.prediction_head`` and the mask sequence (``self.mask_rng``) live in ``ssl/``.
     """
 
@@ -80,6 +82,7 @@ class SimMIM(SSLMethod):
     paper = PAPER
     learning_rate_scaling = "linear"
     requires_vit = True
+    backbone_defaults: ClassVar[dict[str, Any]] = {"global_pool": "avg"}
     config: SimMIMConfig
 
     def __init__(self, backbone: str | nn.Module, config: SimMIMConfig | None = None, **kwargs: Any) -> None:
