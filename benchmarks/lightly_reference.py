@@ -244,6 +244,7 @@ from ssl_hub.methods import (
     IBOTConfig,
     IJEPAConfig,
     MAEConfig,
+    MethodConfig,
     MoCo,
     MoCoConfig,
     MSNConfig,
@@ -268,7 +269,11 @@ from ssl_hub.methods import (
 )
 from ssl_hub.methods.msn import check_msn_views
 from ssl_hub.modules.multi_crop import crop_size_multiple, dynamic_size_backbone
-from ssl_hub.training.callbacks import WeightDecayScheduleCallback
+from ssl_hub.training.callbacks import (
+    FixedLearningRateCallback,
+    WeightDecayScheduleCallback,
+    with_fixed_learning_rate,
+)
 from ssl_hub.transforms.multi_crop import local_crop_size
 
 # Views -> list of view tensors (a LightlySSL transform).
@@ -419,8 +424,8 @@ class LightlyReference(SSLMethod):
         cls.learning_rate_scaling = cls.ours.learning_rate_scaling  # the recipe's rate follows the batch as ours
 
     @classmethod
-    def default_training_arguments(cls) -> dict[str, Any]:
-        return cls.ours.default_training_arguments()
+    def default_training_arguments(cls, config: MethodConfig | None = None) -> dict[str, Any]:
+        return cls.ours.default_training_arguments(config)
 
     def make_transform(self, input_size: int = 224, **kwargs: Any) -> Any:
         """LightlySSL's transform for the method: image -> list of view tensors."""
@@ -562,6 +567,16 @@ class LightlySimSiam(LightlyReference):
         p0, p1 = self.prediction_head(z0), self.prediction_head(z1)
         loss = 0.5 * (self.criterion(z0.detach(), p1) + self.criterion(z1.detach(), p0))
         return SSLMethodOutput(loss=loss)
+
+    def parameter_groups(self, weight_decay: float) -> list[dict[str, Any]]:
+        groups = super().parameter_groups(weight_decay)  # the recipe's fixed predictor rate, as ours
+        if not self.config.fixed_prediction_learning_rate:
+            return groups
+        return with_fixed_learning_rate(groups, self.prediction_head.parameters())
+
+    def callbacks(self) -> list[TrainerCallback]:
+        fixed = [FixedLearningRateCallback()] if self.config.fixed_prediction_learning_rate else []
+        return [*super().callbacks(), *fixed]
 
 
 class LightlyBarlowTwins(LightlyReference):

@@ -89,24 +89,31 @@ def run_pretrain(argv: list[str]) -> int:
     except ValueError as error:
         return _fail("pretrain", str(error), code=2)
     push_repo, argv = _pop_push_to_hub(argv)
-    recipe = recommended_training_arguments(method_class)
-    rate_help = f"Without --learning_rate: the recipe's {recipe['learning_rate']:g}"
-    if method_class.learning_rate_scaling:
-        rate_help += (
-            f" for a global batch of {RECIPE_BATCH_SIZE}, scaled ({method_class.learning_rate_scaling}) to yours"
+
+    def parse(method_config: Any = None) -> tuple[Any, Any, Any]:
+        """The command line parsed over the recipe for ``method_config`` (default: the config class's defaults)."""
+        recipe = recommended_training_arguments(method_class, method_config)
+        rate_help = f"Without --learning_rate: the recipe's {recipe['learning_rate']:g}"
+        if method_class.learning_rate_scaling:
+            rate_help += (
+                f" for a global batch of {RECIPE_BATCH_SIZE}, scaled ({method_class.learning_rate_scaling}) to yours"
+            )
+        parser = HfArgumentParser(
+            cast(Any, [PretrainCommand, method_class.config_class, TrainingArguments]),
+            prog="ssl-hub pretrain",
+            description=f"Pretrain with {method_class.display_name}. {rate_help}.",
         )
-    parser = HfArgumentParser(
-        cast(Any, [PretrainCommand, method_class.config_class, TrainingArguments]),
-        prog="ssl-hub pretrain",
-        description=f"Pretrain with {method_class.display_name}. {rate_help}.",
-    )
-    # learning_rate None = not given (argparse also accepts abbreviated flags): the recipe's, scaled to the batch
-    parser.set_defaults(**{**recipe, "output_dir": None, "learning_rate": None})
-    command, method_config, args = parser.parse_args_into_dataclasses(argv)
+        # learning_rate None = not given (argparse also accepts abbreviated flags): the recipe's, scaled to the batch
+        parser.set_defaults(**{**recipe, "output_dir": None, "learning_rate": None})
+        return cast(tuple[Any, Any, Any], parser.parse_args_into_dataclasses(argv))
+
+    # Twice: the recipe may follow the method's config (MoCo's version), which is known after the first parse.
+    _, method_config, _ = parse()
+    command, method_config, args = parse(method_config)
     if not args.output_dir:
         return _fail("pretrain", "--output-dir is required.", code=2)
     if args.learning_rate is None:
-        args.learning_rate = scaled_learning_rate(method_class, args)
+        args.learning_rate = scaled_learning_rate(method_class, args, method_config)
     return _pretrain(command, method_class, method_config, args, push_repo)
 
 

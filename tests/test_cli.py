@@ -111,6 +111,24 @@ def test_no_knn_skips_the_evaluation(tmp_path: Path) -> None:
 
 
 @pytest.mark.parametrize(
+    ("version", "small", "optimizer", "rate"),
+    [
+        ("2", ["--memory_bank_size", "64"], "sgd", 0.03),
+        ("3", ["--projection_hidden_dim", "32", "--prediction_hidden_dim", "32"], "adamw_torch_fused", 1e-3),
+    ],
+)
+def test_the_recipe_follows_the_method_config_given_on_the_command_line(
+    version: str, small: list[str], optimizer: str, rate: float, tmp_path: Path
+) -> None:
+    out = tmp_path / "out"
+    arguments = ["--output-dir", str(out), "--max_steps", "1", "--per_device_train_batch_size", "16", "--no_knn"]
+    code = main(["pretrain", "--method", "moco", "--version", version, "--backbone", "test_resnet", *small, *arguments])
+    assert code == 0
+    training = json.loads((out / "config.json").read_text())["ssl_hub"]["training"]
+    assert (training["optimizer"], training["learning_rate"]) == (optimizer, pytest.approx(rate * 16 / 256))
+
+
+@pytest.mark.parametrize(
     ("flags", "expected"),
     [([], 0.03 * 16 / 256), (["--learning-rate", "0.5"], 0.5), (["--learning_r=0.5"], 0.5)],  # argparse abbreviates
 )

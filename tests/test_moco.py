@@ -182,6 +182,23 @@ def test_heads_follow_each_version() -> None:
     assert output_norm.weight is None
 
 
+@pytest.mark.parametrize(
+    ("version", "optimizer", "rate", "weight_decay"),
+    [(2, "sgd", 0.03, 1e-4), (3, "adamw_torch_fused", 1e-3, 1e-6)],  # v2: official main_moco.py --cos
+)
+def test_each_version_trains_with_its_recipe_at_its_rate_per_256_images(
+    version: int, optimizer: str, rate: float, weight_decay: float
+) -> None:
+    method = ssl_hub.create_method("moco", "test_resnet", version=version)
+    for batch in (256, 64):
+        args = ssl_hub.training_arguments(
+            method, output_dir="unused", report_to="none", per_device_train_batch_size=batch
+        )
+        assert (args.optim, args.weight_decay, args.lr_scheduler_type) == (optimizer, weight_decay, "cosine")
+        assert args.learning_rate == pytest.approx(rate * batch / 256)
+    assert (args.optim_args, args.warmup_steps) == (("momentum=0.9", 0) if version == 2 else (None, 0.05))
+
+
 def test_queue_is_a_buffer_of_the_papers_size() -> None:
     method = ssl_hub.create_method("moco", backbone="test_resnet")
     assert method.criterion.memory_bank.memory.shape == (65536, 128)

@@ -1,17 +1,23 @@
-"""SimSiam: the loss against the paper's formula, the stop-gradient, heads, augmentation defaults, bad input."""
+"""SimSiam: the loss against the paper's formula, the stop-gradient, heads, augmentation defaults, the recipe (SGD, the
+predictor at a fixed rate), bad input."""
 
 from __future__ import annotations
 
 import math
+from pathlib import Path
+from typing import Any
 
 import pytest
 import torch
 from PIL import Image
+from teacher_state_checks import pretrain_a_few_steps
 from torchvision.transforms import v2
+from transformers import TrainerCallback, TrainerControl, TrainerState, TrainingArguments
 
 import ssl_hub
 from ssl_hub.heads import SimSiamPredictionHead, SimSiamProjectionHead
 from ssl_hub.methods import SimSiam, SimSiamConfig
+from ssl_hub.training import FixedLearningRateCallback
 from ssl_hub.transforms import SimSiamTransform, SimSiamViewTransform
 
 SMALL = {"projection_hidden_dim": 32, "projection_output_dim": 16, "prediction_hidden_dim": 8}
@@ -90,7 +96,8 @@ def test_heads_follow_the_paper() -> None:
         2048,
         512,
     )
-    assert ssl_hub.create_method("simsiam", backbone="test_resnet").callbacks() == []
+    callbacks = ssl_hub.create_method("simsiam", backbone="test_resnet").callbacks()
+    assert [type(c) for c in callbacks] == [FixedLearningRateCallback], "no EMA: only the predictor's fixed rate"
 
 
 def test_augmentation_is_moco_v2s_recipe() -> None:
@@ -118,3 +125,45 @@ def test_augmentation_is_moco_v2s_recipe() -> None:
 def test_bad_hyperparameters_fail_at_construction_naming_the_argument(argument: str, value: float) -> None:
     with pytest.raises(ValueError, match=argument):
         ssl_hub.create_method("simsiam", backbone="test_resnet", **{argument: value})
+
+
+def test_the_recipe_is_the_papers_sgd_scaled_per_256_images() -> None:
+    method = SimSiam("test_resnet", **SMALL)
+    args = ssl_hub.training_arguments(method, output_dir="unused", report_to="none", per_device_train_batch_size=512)
+    assert (args.optim, args.optim_args) == ("sgd", "momentum=0.9")
+    assert args.learning_rate == pytest.approx(0.05 * 512 / 256)  # lr x BatchSize / 256, base 0.05
+    assert (args.weight_decay, args.lr_scheduler_type, args.warmup_steps) == (1e-4, "cosine", 0)
+
+
+class RateRecorder(TrainerCallback):
+    """The learning rate of every parameter group at each optimizer step, as the step used it."""
+
+    def __init__(self) -> None:
+        self.rates: list[list[float]] = []
+
+    def on_optimizer_step(
+        self, args: TrainingArguments, state: TrainerState, control: TrainerControl, **kwargs: Any
+    ) -> None:
+        self.rates.append([group["lr"] for group in kwargs["optimizer"].param_groups])
+
+
+def test_the_predictor_trains_at_a_fixed_rate_while_the_rest_follows_the_cosine_schedule(tmp_path: Path) -> None:
+    method = SimSiam("test_resnet", **SMALL)
+    predictor = {id(p) for p in method.prediction_head.parameters()}
+    groups = method.parameter_groups(1e-4)
+    assert [g["fixed_learning_rate"] for g in groups] == [False, True, False, True]
+    assert [g["weight_decay"] for g in groups] == [1e-4, 1e-4, 0.0, 0.0]
+    assert {id(p) for g in groups if g["fixed_learning_rate"] for p in g["params"]} == predictor
+    assert sum(len(g["params"]) for g in groups) == len([p for p in method.parameters() if p.requires_grad])
+
+    recorder = RateRecorder()
+    pretrain_a_few_steps(method, tmp_path, steps=4, callbacks=[recorder])  # lr 1e-2, cosine, no warm-up
+    cosine = [1e-2 * 0.5 * (1 + math.cos(math.pi * step / 4)) for step in range(4)]
+    for step, rates in enumerate(recorder.rates):
+        assert rates == pytest.approx([cosine[step], 1e-2, cosine[step], 1e-2]), step
+
+
+def test_the_predictor_rate_decays_too_when_not_fixed() -> None:
+    method = SimSiam("test_resnet", **SMALL, fixed_prediction_learning_rate=False)
+    assert [set(g) for g in method.parameter_groups(1e-4)] == [{"params", "weight_decay"}] * 2
+    assert not any(isinstance(c, FixedLearningRateCallback) for c in method.callbacks())

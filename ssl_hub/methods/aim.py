@@ -126,7 +126,7 @@ class AIM(SSLMethod):
         self.mask_rng = MaskingRNG()
 
     @classmethod
-    def default_training_arguments(cls) -> dict[str, Any]:
+    def default_training_arguments(cls, config: MethodConfig | None = None) -> dict[str, Any]:
         # LightlySSL's AIM benchmark after the paper: AdamW (0.9, 0.95), weight decay 0.05, lr 1e-3 per 4096 images
         # (scaled to the default batch of 64), cosine decay, gradient clipping at 1.
         return {

@@ -82,8 +82,8 @@ class BarlowTwins(SSLMethod):
         self.criterion = BarlowTwinsLoss(lambda_param=cfg.lambda_param, gather_distributed=cfg.gather_distributed)
 
     @classmethod
-    def default_training_arguments(cls) -> dict[str, Any]:
-        return {**super().default_training_arguments(), "weight_decay": 1.5e-6}  # the paper's (section 4)
+    def default_training_arguments(cls, config: MethodConfig | None = None) -> dict[str, Any]:
+        return {**super().default_training_arguments(config), "weight_decay": 1.5e-6}  # the paper's (section 4)
 
     def forward(self, views: Sequence[torch.Tensor]) -> SSLMethodOutput:
         self.check_views(views, count=2)

@@ -20,6 +20,7 @@ from ssl_hub._validation import check_positive, check_positive_int, check_probab
 from ssl_hub.heads.densecl import DenseCLDenseProjectionHead, DenseCLProjectionHead
 from ssl_hub.losses.densecl import DenseCLLoss
 from ssl_hub.methods.base import MethodConfig, Paper, SSLMethod, SSLMethodOutput
+from ssl_hub.methods.moco import MOCO_V2_TRAINING_ARGUMENTS
 from ssl_hub.modules.dense_features import dense_feature_dim, forward_dense_features
 from ssl_hub.modules.ema import ema_copy
 from ssl_hub.modules.shuffle_bn import shuffled_batch_norm_forward, uses_batch_statistics
@@ -138,18 +139,9 @@ class DenseCL(SSLMethod):
         )
 
     @classmethod
-    def default_training_arguments(cls) -> dict[str, Any]:
-        # The official recipe: SGD, momentum 0.9, weight decay 1e-4, lr 0.03 per 256 images (scaled to the default
-        # batch of 64), cosine decay without warmup.
-        return {
-            "optim": "sgd",
-            "optim_args": "momentum=0.9",
-            "learning_rate": 0.03 * 64 / 256,
-            "weight_decay": 1e-4,
-            "lr_scheduler_type": "cosine",
-            "warmup_steps": 0,
-            "max_grad_norm": 0.0,
-        }
+    def default_training_arguments(cls, config: MethodConfig | None = None) -> dict[str, Any]:
+        """The official recipe, MoCo v2's (:data:`~ssl_hub.methods.moco.MOCO_V2_TRAINING_ARGUMENTS`)."""
+        return dict(MOCO_V2_TRAINING_ARGUMENTS)
 
     def encode(self, images: torch.Tensor, teacher: bool = False) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
         """Global embeddings ``(B, D)``, dense embeddings ``(B, H*W, D)`` and backbone features ``(B, H*W, C)``.

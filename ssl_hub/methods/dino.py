@@ -236,7 +236,7 @@ class DINO(SSLMethod):
         return callbacks
 
     @classmethod
-    def default_training_arguments(cls) -> dict[str, Any]:
+    def default_training_arguments(cls, config: MethodConfig | None = None) -> dict[str, Any]:
         """The official recipe: AdamW, lr 5e-4 per 256 images (linearly scaled to the default batch of 64), cosine
         decay after a warm-up of 10 % of training (10 of 100 epochs), weight decay from 0.04, clipping at 3."""
         return {

@@ -21,7 +21,7 @@ from ssl_hub.losses.dino import DINOLoss
 from ssl_hub.losses.ibot import IBOTPatchLoss
 from ssl_hub.losses.koleo import KoLeoLoss
 from ssl_hub.losses.sinkhorn_dino import SinkhornDINOLoss
-from ssl_hub.methods.base import Paper, SSLMethodOutput
+from ssl_hub.methods.base import MethodConfig, Paper, SSLMethodOutput
 from ssl_hub.methods.ibot import IBOT, IBOTConfig
 from ssl_hub.registry import register_method
 from ssl_hub.transforms.dino import DINOTransform
@@ -171,7 +171,7 @@ class DINOv2(IBOT):
         return super().make_transform(input_size, **kwargs)
 
     @classmethod
-    def default_training_arguments(cls) -> dict[str, Any]:
+    def default_training_arguments(cls, config: MethodConfig | None = None) -> dict[str, Any]:
         """The official recipe: AdamW, base lr 4e-3 at batch 1024 scaled by the square root of the batch ratio
         (``sqrt_wrt_1024``, to the default batch of 64), cosine decay after a warm-up of 10 of 100 epochs, weight
         decay from 0.04, clipping at 3."""

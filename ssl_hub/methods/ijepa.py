@@ -292,7 +292,7 @@ class IJEPA(SSLMethod):
         ]
 
     @classmethod
-    def default_training_arguments(cls) -> dict[str, Any]:
+    def default_training_arguments(cls, config: MethodConfig | None = None) -> dict[str, Any]:
         """The official recipe (ViT-H/14, 300 epochs): AdamW, lr 1e-3 at batch 2048 (linearly scaled to the default
         batch of 64), cosine decay after a 40-epoch warm-up, weight decay from 0.04, no clipping."""
         return {

@@ -185,7 +185,7 @@ class MAE(SSLMethod):
         self.mask_rng = MaskingRNG()
 
     @classmethod
-    def default_training_arguments(cls) -> dict[str, Any]:
+    def default_training_arguments(cls, config: MethodConfig | None = None) -> dict[str, Any]:
         # The paper's recipe (appendix A.1): AdamW (0.9, 0.95), weight decay 0.05, base lr 1.5e-4 per 256 images
         # (scaled to the default batch of 64), cosine decay after a 40 / 800 epochs warmup, no clipping.
         return {

@@ -23,7 +23,7 @@ from ssl_hub._validation import check_positive, check_positive_int, check_probab
 from ssl_hub.heads.moco import MoCoProjectionHead
 from ssl_hub.losses.info_nce import InfoNCELoss
 from ssl_hub.losses.ntxent import NTXentLoss
-from ssl_hub.methods.base import MethodConfig, Paper, SSLMethod, SSLMethodOutput
+from ssl_hub.methods.base import RECIPE_BATCH_SIZE, MethodConfig, Paper, SSLMethod, SSLMethodOutput
 from ssl_hub.modules.ema import ema_copy
 from ssl_hub.modules.shuffle_bn import shuffled_batch_norm_forward, uses_batch_statistics
 from ssl_hub.registry import register_method
@@ -82,6 +82,18 @@ VERSION_DEFAULTS: dict[int, dict[str, Any]] = {
         "prediction_hidden_dim": 4096,
         "shuffle_bn": False,
     },
+}
+
+# MoCo v2's recipe, the official main_moco.py with --cos (also DenseCL's): SGD with momentum 0.9, weight decay 1e-4,
+# lr 0.03 per 256 images (here for a batch of RECIPE_BATCH_SIZE, scaled linearly), cosine decay, no warm-up.
+MOCO_V2_TRAINING_ARGUMENTS: dict[str, Any] = {
+    "optim": "sgd",
+    "optim_args": "momentum=0.9",
+    "learning_rate": 0.03 * RECIPE_BATCH_SIZE / 256,
+    "weight_decay": 1e-4,
+    "lr_scheduler_type": "cosine",
+    "warmup_steps": 0,
+    "max_grad_norm": 0.0,
 }
 
 T = TypeVar("T")
@@ -227,6 +239,7 @@ class MoCo(SSLMethod):
     config_class = MoCoConfig
     transform_class = MoCoV2Transform
     paper = PAPER
+    learning_rate_scaling = "linear"  # both papers: lr x BatchSize / 256
     config: MoCoConfig
 
     def __init__(self, backbone: str | nn.Module, config: MoCoConfig | None = None, **kwargs: Any) -> None:
@@ -293,6 +306,17 @@ class MoCo(SSLMethod):
                 f"images x {ranks} process(es) = {batch_size * ranks}), so keys would leave the queue before they "
                 "serve as negatives. Raise memory_bank_size or lower per_device_train_batch_size."
             )
+
+    @classmethod
+    def default_training_arguments(cls, config: MethodConfig | None = None) -> dict[str, Any]:
+        """v2: the official recipe (:data:`MOCO_V2_TRAINING_ARGUMENTS`, SGD at 0.03 per 256 images). v3: the shared
+        AdamW recipe at 1e-3 per 256 images; v3 scales its rate linearly too, but trains ResNets with LARS, which
+        torch lacks, and ViTs with AdamW at 1.5e-4 per 256 images over 300 epochs."""
+        version = config.version if isinstance(config, MoCoConfig) else MoCoConfig.version
+        if version == 2:
+            return dict(MOCO_V2_TRAINING_ARGUMENTS)
+        recipe = super().default_training_arguments(config)
+        return {**recipe, "learning_rate": recipe["learning_rate"] * RECIPE_BATCH_SIZE / 256}
 
     def make_transform(self, input_size: int = 224, **kwargs: Any) -> MultiViewTransform:
         """MoCo v2's "aug+" (:class:`~ssl_hub.transforms.MoCoV2Transform`); for v3 BYOL's asymmetric views

@@ -235,7 +235,7 @@ class MSN(SSLMethod):
         ]
 
     @classmethod
-    def default_training_arguments(cls) -> dict[str, Any]:
+    def default_training_arguments(cls, config: MethodConfig | None = None) -> dict[str, Any]:
         """The official ViT-S/16 recipe: AdamW, lr 1e-3 at batch 1024 (64 per GPU on 16 GPUs; linearly scaled to
         the default batch of 64), cosine decay after a 15 of 800 epochs warm-up, weight decay from 0.04, clipping at
         3."""

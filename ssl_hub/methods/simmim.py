@@ -102,7 +102,7 @@ class SimMIM(SSLMethod):
         self.mask_rng = MaskingRNG()
 
     @classmethod
-    def default_training_arguments(cls) -> dict[str, Any]:
+    def default_training_arguments(cls, config: MethodConfig | None = None) -> dict[str, Any]:
         # The ViT-B recipe (configs/vit_base__800ep): AdamW (0.9, 0.999), weight decay 0.05, base lr 1e-4 per 512
         # images (scaled to the default batch of 64), 10 / 800 warmup epochs, gradient clipping at 5.
         return {

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import torch
 from torch import nn
@@ -17,9 +17,12 @@ from torch import nn
 from ssl_hub._validation import check_positive_int
 from ssl_hub.heads.byol import SimSiamPredictionHead, SimSiamProjectionHead
 from ssl_hub.losses.negative_cosine_similarity import NegativeCosineSimilarity
-from ssl_hub.methods.base import MethodConfig, Paper, SSLMethod, SSLMethodOutput
+from ssl_hub.methods.base import RECIPE_BATCH_SIZE, MethodConfig, Paper, SSLMethod, SSLMethodOutput
 from ssl_hub.registry import register_method
 from ssl_hub.transforms.simsiam import SimSiamTransform
+
+if TYPE_CHECKING:
+    from transformers import TrainerCallback
 
 PAPER = Paper(
     title="Exploring Simple Siamese Representation Learning",
@@ -43,11 +46,14 @@ class SimSiamConfig(MethodConfig):
         projection_hidden_dim: Hidden width of the 3-layer projector.
         projection_output_dim: Width of the projection ``z``.
         prediction_hidden_dim: Bottleneck width of the predictor (a quarter of ``projection_output_dim``).
+        fixed_prediction_learning_rate: Train the predictor at the run's initial learning rate, without the
+            schedule's decay (paper Table 1c; ``--fix-pred-lr`` in the official code's recommended command).
     """
 
     projection_hidden_dim: int = 2048
     projection_output_dim: int = 2048
     prediction_hidden_dim: int = 512
+    fixed_prediction_learning_rate: bool = True
 
     def validate(self) -> None:
         check_positive_int("projection_hidden_dim", self.projection_hidden_dim, "SimSiam")
@@ -61,6 +67,8 @@ class SimSiam(SSLMethod):
 
     The loss is ``(D(p_1, sg(z_2)) + D(p_2, sg(z_1))) / 2`` with ``D`` the negative cosine similarity and ``sg`` the
     stop-gradient (paper eq. 3-4). There is no teacher: the published backbone is the one encoder, ``backbone``.
+    The recipe is the paper's: SGD with momentum 0.9, lr 0.05 per 256 images, weight decay 1e-4, cosine decay (the
+    predictor's rate fixed, :class:`~ssl_hub.training.FixedLearningRateCallback`).
     """
 
     name = "simsiam"
@@ -68,6 +76,7 @@ class SimSiam(SSLMethod):
     config_class = SimSiamConfig
     transform_class = SimSiamTransform
     paper = PAPER
+    learning_rate_scaling = "linear"  # lr x BatchSize / 256
     config: SimSiamConfig
 
     def __init__(self, backbone: str | nn.Module, config: SimSiamConfig | None = None, **kwargs: Any) -> None:
@@ -88,3 +97,32 @@ class SimSiam(SSLMethod):
         p0, p1 = self.prediction_head(z0), self.prediction_head(z1)  # (B, D) each
         loss = 0.5 * (self.criterion(p0, z1.detach()) + self.criterion(p1, z0.detach()))
         return SSLMethodOutput(loss=loss)
+
+    @classmethod
+    def default_training_arguments(cls, config: MethodConfig | None = None) -> dict[str, Any]:
+        """The paper's recipe ("Baseline settings"): SGD, momentum 0.9, weight decay 1e-4, lr 0.05 per 256 images
+        (here for a batch of ``RECIPE_BATCH_SIZE``), cosine decay, no warm-up."""
+        return {
+            "optim": "sgd",
+            "optim_args": "momentum=0.9",
+            "learning_rate": 0.05 * RECIPE_BATCH_SIZE / 256,
+            "weight_decay": 1e-4,
+            "lr_scheduler_type": "cosine",
+            "warmup_steps": 0,
+            "max_grad_norm": 0.0,
+        }
+
+    def parameter_groups(self, weight_decay: float) -> list[dict[str, Any]]:
+        """As every method's, with the predictor's parameters in groups of their own at a fixed rate when
+        ``fixed_prediction_learning_rate`` (:func:`~ssl_hub.training.callbacks.with_fixed_learning_rate`)."""
+        from ssl_hub.training.callbacks import with_fixed_learning_rate
+
+        groups = super().parameter_groups(weight_decay)
+        if not self.config.fixed_prediction_learning_rate:
+            return groups
+        return with_fixed_learning_rate(groups, self.prediction_head.parameters())
+
+    def callbacks(self) -> list[TrainerCallback]:
+        from ssl_hub.training.callbacks import FixedLearningRateCallback
+
+        return [FixedLearningRateCallback()] if self.config.fixed_prediction_learning_rate else []

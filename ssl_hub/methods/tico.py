@@ -105,8 +105,8 @@ class TiCo(SSLMethod):
         return [EMAUpdateCallback(pairs, self.config.momentum_start, self.config.momentum_end)]
 
     @classmethod
-    def default_training_arguments(cls) -> dict[str, Any]:
-        return {**super().default_training_arguments(), "weight_decay": 1.5e-6}  # LightlySSL's ImageNet recipe
+    def default_training_arguments(cls, config: MethodConfig | None = None) -> dict[str, Any]:
+        return {**super().default_training_arguments(config), "weight_decay": 1.5e-6}  # LightlySSL's ImageNet recipe
 
     def forward(self, views: Sequence[torch.Tensor]) -> SSLMethodOutput:
         self.check_views(views, count=2)

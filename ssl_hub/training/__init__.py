@@ -1,6 +1,7 @@
 """Trainer integration: callbacks, schedules, and the ``pretrain`` entry point."""
 
 from ssl_hub.training.callbacks import EMAUpdateCallback as EMAUpdateCallback
+from ssl_hub.training.callbacks import FixedLearningRateCallback as FixedLearningRateCallback
 from ssl_hub.training.callbacks import FreezeParametersCallback as FreezeParametersCallback
 from ssl_hub.training.callbacks import LinearEMAUpdateCallback as LinearEMAUpdateCallback
 from ssl_hub.training.callbacks import LossMonitor as LossMonitor

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import logging
 import math
-from collections.abc import Sequence
+from collections.abc import Iterable, Sequence
 from typing import Any
 
 import torch
@@ -205,6 +205,35 @@ class WeightDecayScheduleCallback(TrainerCallback):
         weight_decay = self.weight_decay(state.global_step, state.max_steps)
         for index in self.decayed_groups:
             groups[index]["weight_decay"] = weight_decay
+
+
+def with_fixed_learning_rate(groups: list[dict[str, Any]], parameters: Iterable[nn.Parameter]) -> list[dict[str, Any]]:
+    """``groups`` (optimizer parameter groups) each split in two: ``parameters``, flagged ``fixed_learning_rate`` for
+    :class:`FixedLearningRateCallback`, and the others; empty groups are left out."""
+    fixed = {id(p) for p in parameters}
+    split = [
+        {**group, "params": [p for p in group["params"] if (id(p) in fixed) == flag], "fixed_learning_rate": flag}
+        for group in groups
+        for flag in (False, True)
+    ]
+    return [group for group in split if group["params"]]
+
+
+class FixedLearningRateCallback(TrainerCallback):
+    """Keep the parameter groups flagged ``fixed_learning_rate`` at the rate training began with: the Trainer's
+    schedule (warm-up, decay) moves the other groups only. SimSiam's predictor trains at a constant rate (Chen & He,
+    2021, Table 1c: 68.1 % against 67.7 % with decay; ``--fix-pred-lr`` in the official code).
+
+    The rate is the group's ``initial_lr``, which the Trainer's scheduler records when it is built; it is set before
+    every optimizer step.
+    """
+
+    def on_pre_optimizer_step(
+        self, args: TrainingArguments, state: TrainerState, control: TrainerControl, **kwargs: Any
+    ) -> None:
+        for group in kwargs["optimizer"].param_groups:
+            if group.get("fixed_learning_rate"):
+                group["lr"] = group["initial_lr"]
 
 
 class LinearEMAUpdateCallback(EMAUpdateCallback):

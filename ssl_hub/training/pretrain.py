@@ -18,7 +18,7 @@ from ssl_hub.data.resolve import resolve_data
 from ssl_hub.data.views import MultiViewDataset, collate_views
 from ssl_hub.eval.evaluate import evaluate_backbone, result_entries
 from ssl_hub.eval.monitor import KNNMonitorCallback
-from ssl_hub.methods.base import RECIPE_BATCH_SIZE, SSLMethod
+from ssl_hub.methods.base import RECIPE_BATCH_SIZE, MethodConfig, SSLMethod
 from ssl_hub.training.callbacks import LossMonitor, NonFiniteLossError
 
 logger = logging.getLogger(__name__)
@@ -37,26 +37,31 @@ class PretrainResult:
     output_dir: Path | None = None
 
 
-def recommended_training_arguments(method_class: type[SSLMethod]) -> dict[str, Any]:
-    """The ``TrainingArguments`` values ``pretrain`` and ``ssl-hub pretrain`` use unless told otherwise."""
+def recommended_training_arguments(method_class: type[SSLMethod], config: MethodConfig | None = None) -> dict[str, Any]:
+    """The ``TrainingArguments`` values ``pretrain`` and ``ssl-hub pretrain`` use unless told otherwise.
+
+    ``config`` is the method's (default: its config class's defaults): a recipe may follow it (MoCo v2 / v3).
+    """
     return {
         "output_dir": "ssl_hub-output",
         "per_device_train_batch_size": RECIPE_BATCH_SIZE,  # the Trainer's 8 starves contrastive losses of negatives
         "dataloader_drop_last": True,  # a last batch of one image breaks BatchNorm and contrastive losses
         "dataloader_pin_memory": torch.cuda.is_available(),
         "logging_steps": 10,
-        **method_class.default_training_arguments(),
+        **method_class.default_training_arguments(config),
     }
 
 
-def scaled_learning_rate(method_class: type[SSLMethod], args: TrainingArguments) -> float:
-    """The recipe's learning rate scaled from ``RECIPE_BATCH_SIZE`` to the global batch of ``args``.
+def scaled_learning_rate(
+    method_class: type[SSLMethod], args: TrainingArguments, config: MethodConfig | None = None
+) -> float:
+    """The recipe's learning rate (for ``config``) scaled from ``RECIPE_BATCH_SIZE`` to the global batch of ``args``.
 
     Recipes state their rate per batch ("5e-4 per 256 images", DINO; DINOv2 scales by the square root): a run on 4
     GPUs of 64 images, or with gradient accumulation, gets the rate the paper prescribes for that batch.
     ``method_class.learning_rate_scaling`` names the rule; ``None`` keeps the rate (the Adam recipes at 1e-3).
     """
-    rate = float(method_class.default_training_arguments()["learning_rate"])
+    rate = float(method_class.default_training_arguments(config)["learning_rate"])
     batch = args.per_device_train_batch_size * args.gradient_accumulation_steps * args.world_size
     if method_class.learning_rate_scaling == "linear":
         return rate * batch / RECIPE_BATCH_SIZE
@@ -66,14 +71,15 @@ def scaled_learning_rate(method_class: type[SSLMethod], args: TrainingArguments)
 
 
 def training_arguments(method: SSLMethod, **overrides: Any) -> TrainingArguments:
-    """``TrainingArguments`` with the method's recommended values, then ``overrides`` on top.
+    """``TrainingArguments`` with the method's recommended values (for its config), then ``overrides`` on top.
 
     Unless ``overrides`` sets ``learning_rate``, the recipe's rate is scaled to the global batch
     (:func:`scaled_learning_rate`).
     """
-    args = TrainingArguments(**{**recommended_training_arguments(type(method)), **overrides})
+    recipe = recommended_training_arguments(type(method), method.config)
+    args = TrainingArguments(**{**recipe, **overrides})
     if "learning_rate" not in overrides:
-        args.learning_rate = scaled_learning_rate(type(method), args)
+        args.learning_rate = scaled_learning_rate(type(method), args, method.config)
     return args
 
 
