@@ -31,6 +31,21 @@ RECIPE_BATCH_SIZE = 64
 LearningRateScaling = Literal["linear", "sqrt"] | None
 
 
+def sgd_training_arguments(learning_rate_per_256_images: float) -> dict[str, Any]:
+    """The SGD recipe of MoCo v2, DenseCL and SimSiam (``default_training_arguments`` values): momentum 0.9, weight
+    decay 1e-4, cosine decay without warm-up, no clipping, the papers' rate per 256 images stated for a batch of
+    ``RECIPE_BATCH_SIZE`` (to be scaled linearly)."""
+    return {
+        "optim": "sgd",
+        "optim_args": "momentum=0.9",
+        "learning_rate": learning_rate_per_256_images * RECIPE_BATCH_SIZE / 256,
+        "weight_decay": 1e-4,
+        "lr_scheduler_type": "cosine",
+        "warmup_steps": 0,
+        "max_grad_norm": 0.0,
+    }
+
+
 @dataclass(frozen=True)
 class Paper:
     """The publication a method implements, cited in its model card."""

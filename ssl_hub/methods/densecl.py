@@ -19,8 +19,7 @@ from torch import nn
 from ssl_hub._validation import check_positive, check_positive_int, check_probability
 from ssl_hub.heads.densecl import DenseCLDenseProjectionHead, DenseCLProjectionHead
 from ssl_hub.losses.densecl import DenseCLLoss
-from ssl_hub.methods.base import MethodConfig, Paper, SSLMethod, SSLMethodOutput
-from ssl_hub.methods.moco import MOCO_V2_TRAINING_ARGUMENTS
+from ssl_hub.methods.base import MethodConfig, Paper, SSLMethod, SSLMethodOutput, sgd_training_arguments
 from ssl_hub.modules.dense_features import dense_feature_dim, forward_dense_features
 from ssl_hub.modules.ema import ema_copy
 from ssl_hub.modules.shuffle_bn import shuffled_batch_norm_forward, uses_batch_statistics
@@ -140,8 +139,9 @@ class DenseCL(SSLMethod):
 
     @classmethod
     def default_training_arguments(cls, config: MethodConfig | None = None) -> dict[str, Any]:
-        """The official recipe, MoCo v2's (:data:`~ssl_hub.methods.moco.MOCO_V2_TRAINING_ARGUMENTS`)."""
-        return dict(MOCO_V2_TRAINING_ARGUMENTS)
+        """The official recipe, MoCo v2's: SGD at 0.03 per 256 images
+        (:func:`~ssl_hub.methods.base.sgd_training_arguments`)."""
+        return sgd_training_arguments(0.03)
 
     def encode(self, images: torch.Tensor, teacher: bool = False) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
         """Global embeddings ``(B, D)``, dense embeddings ``(B, H*W, D)`` and backbone features ``(B, H*W, C)``.

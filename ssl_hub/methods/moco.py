@@ -23,7 +23,14 @@ from ssl_hub._validation import check_positive, check_positive_int, check_probab
 from ssl_hub.heads.moco import MoCoProjectionHead
 from ssl_hub.losses.info_nce import InfoNCELoss
 from ssl_hub.losses.ntxent import NTXentLoss
-from ssl_hub.methods.base import RECIPE_BATCH_SIZE, MethodConfig, Paper, SSLMethod, SSLMethodOutput
+from ssl_hub.methods.base import (
+    RECIPE_BATCH_SIZE,
+    MethodConfig,
+    Paper,
+    SSLMethod,
+    SSLMethodOutput,
+    sgd_training_arguments,
+)
 from ssl_hub.modules.ema import ema_copy
 from ssl_hub.modules.shuffle_bn import shuffled_batch_norm_forward, uses_batch_statistics
 from ssl_hub.registry import register_method
@@ -82,18 +89,6 @@ VERSION_DEFAULTS: dict[int, dict[str, Any]] = {
         "prediction_hidden_dim": 4096,
         "shuffle_bn": False,
     },
-}
-
-# MoCo v2's recipe, the official main_moco.py with --cos (also DenseCL's): SGD with momentum 0.9, weight decay 1e-4,
-# lr 0.03 per 256 images (here for a batch of RECIPE_BATCH_SIZE, scaled linearly), cosine decay, no warm-up.
-MOCO_V2_TRAINING_ARGUMENTS: dict[str, Any] = {
-    "optim": "sgd",
-    "optim_args": "momentum=0.9",
-    "learning_rate": 0.03 * RECIPE_BATCH_SIZE / 256,
-    "weight_decay": 1e-4,
-    "lr_scheduler_type": "cosine",
-    "warmup_steps": 0,
-    "max_grad_norm": 0.0,
 }
 
 T = TypeVar("T")
@@ -309,12 +304,13 @@ class MoCo(SSLMethod):
 
     @classmethod
     def default_training_arguments(cls, config: MethodConfig | None = None) -> dict[str, Any]:
-        """v2: the official recipe (:data:`MOCO_V2_TRAINING_ARGUMENTS`, SGD at 0.03 per 256 images). v3: the shared
-        AdamW recipe at 1e-3 per 256 images; v3 scales its rate linearly too, but trains ResNets with LARS, which
-        torch lacks, and ViTs with AdamW at 1.5e-4 per 256 images over 300 epochs."""
+        """v2: the official recipe (main_moco.py with ``--cos``): SGD at 0.03 per 256 images
+        (:func:`~ssl_hub.methods.base.sgd_training_arguments`). v3: the shared AdamW recipe at 1e-3 per 256 images;
+        v3 scales its rate linearly too, but trains ResNets with LARS, which torch lacks, and ViTs with AdamW at
+        1.5e-4 per 256 images over 300 epochs."""
         version = config.version if isinstance(config, MoCoConfig) else MoCoConfig.version
         if version == 2:
-            return dict(MOCO_V2_TRAINING_ARGUMENTS)
+            return sgd_training_arguments(0.03)
         recipe = super().default_training_arguments(config)
         return {**recipe, "learning_rate": recipe["learning_rate"] * RECIPE_BATCH_SIZE / 256}
 

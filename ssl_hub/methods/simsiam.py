@@ -17,7 +17,7 @@ from torch import nn
 from ssl_hub._validation import check_positive_int
 from ssl_hub.heads.byol import SimSiamPredictionHead, SimSiamProjectionHead
 from ssl_hub.losses.negative_cosine_similarity import NegativeCosineSimilarity
-from ssl_hub.methods.base import RECIPE_BATCH_SIZE, MethodConfig, Paper, SSLMethod, SSLMethodOutput
+from ssl_hub.methods.base import MethodConfig, Paper, SSLMethod, SSLMethodOutput, sgd_training_arguments
 from ssl_hub.registry import register_method
 from ssl_hub.transforms.simsiam import SimSiamTransform
 
@@ -100,17 +100,9 @@ class SimSiam(SSLMethod):
 
     @classmethod
     def default_training_arguments(cls, config: MethodConfig | None = None) -> dict[str, Any]:
-        """The paper's recipe ("Baseline settings"): SGD, momentum 0.9, weight decay 1e-4, lr 0.05 per 256 images
-        (here for a batch of ``RECIPE_BATCH_SIZE``), cosine decay, no warm-up."""
-        return {
-            "optim": "sgd",
-            "optim_args": "momentum=0.9",
-            "learning_rate": 0.05 * RECIPE_BATCH_SIZE / 256,
-            "weight_decay": 1e-4,
-            "lr_scheduler_type": "cosine",
-            "warmup_steps": 0,
-            "max_grad_norm": 0.0,
-        }
+        """The paper's recipe ("Baseline settings"): SGD at 0.05 per 256 images, momentum 0.9, weight decay 1e-4,
+        cosine decay (:func:`~ssl_hub.methods.base.sgd_training_arguments`)."""
+        return sgd_training_arguments(0.05)
 
     def parameter_groups(self, weight_decay: float) -> list[dict[str, Any]]:
         """As every method's, with the predictor's parameters in groups of their own at a fixed rate when
