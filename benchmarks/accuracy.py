@@ -121,6 +121,7 @@ def run_one(make_method: Any, name: str, seed: int, args: argparse.Namespace, da
         "method": name, "seed": seed, "knn": accuracy["knn_top1"], "linear": accuracy["linear_top1"],
         "seconds": seconds, "images_per_second": len(data["pretrain"]) * args.epochs / seconds,
         "final_loss": result.training["final_loss"],
+        "optimizer": result.training["optimizer"], "learning_rate": result.training["learning_rate"],
         "augmentation": result.training["augmentation"].splitlines()[0],
     }  # fmt: skip
     if published is not method.backbone:  # an EMA teacher is published: the student too, to see what it learnt
