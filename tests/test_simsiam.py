@@ -159,6 +159,7 @@ def test_the_predictor_trains_at_a_fixed_rate_while_the_rest_follows_the_cosine_
     recorder = RateRecorder()
     pretrain_a_few_steps(method, tmp_path, steps=4, callbacks=[recorder])  # lr 1e-2, cosine, no warm-up
     cosine = [1e-2 * 0.5 * (1 + math.cos(math.pi * step / 4)) for step in range(4)]
+    assert len(recorder.rates) == 4, "one record per optimizer step"
     for step, rates in enumerate(recorder.rates):
         assert rates == pytest.approx([cosine[step], 1e-2, cosine[step], 1e-2]), step
 
