@@ -124,6 +124,8 @@ def run_one(make_method: Any, name: str, seed: int, args: argparse.Namespace, da
         "optimizer": result.training["optimizer"], "learning_rate": result.training["learning_rate"],
         "augmentation": result.training["augmentation"].splitlines()[0],
     }  # fmt: skip
+    if result.training["final_metrics"]:  # the loss's terms and other diagnostics at the last log
+        row["final_metrics"] = result.training["final_metrics"]
     if published is not method.backbone:  # an EMA teacher is published: the student too, to see what it learnt
         student = evaluate_backbone(method.backbone, data["eval"], DATA_CONFIG, knn=True, linear=True,
                                     linear_epochs=args.linear_epochs)  # fmt: skip

@@ -29,16 +29,27 @@ def standardized_columns(z: torch.Tensor, eps: float) -> list[list[float]]:
     return columns
 
 
-def barlow_twins_reference(z_a: torch.Tensor, z_b: torch.Tensor, lambda_param: float, eps: float = 1e-5) -> float:
-    """Eq. 1: sum_i (1 - C_ii)^2 + lambda sum_{i != j} C_ij^2, C_ij = sum_b za_bi zb_bj / N on standardised z."""
+def barlow_twins_reference_terms(
+    z_a: torch.Tensor, z_b: torch.Tensor, lambda_param: float, eps: float = 1e-5
+) -> dict[str, float]:
+    """Eq. 1's terms: sum_i (1 - C_ii)^2 and lambda sum_{i != j} C_ij^2, C_ij = sum_b za_bi zb_bj / N on
+    standardised z."""
     n, d = z_a.shape
     a, b = standardized_columns(z_a, eps), standardized_columns(z_b, eps)
-    loss = 0.0
+    terms = {"invariance": 0.0, "redundancy": 0.0}
     for i in range(d):
         for j in range(d):
             c = sum(a[i][k] * b[j][k] for k in range(n)) / n
-            loss += (1.0 - c) ** 2 if i == j else lambda_param * c**2
-    return loss
+            if i == j:
+                terms["invariance"] += (1.0 - c) ** 2
+            else:
+                terms["redundancy"] += lambda_param * c**2
+    return terms
+
+
+def barlow_twins_reference(z_a: torch.Tensor, z_b: torch.Tensor, lambda_param: float, eps: float = 1e-5) -> float:
+    """Eq. 1: the sum of the two terms."""
+    return sum(barlow_twins_reference_terms(z_a, z_b, lambda_param, eps).values())
 
 
 def paper_cross_correlation_loss(z_a: torch.Tensor, z_b: torch.Tensor, lambda_param: float) -> float:
@@ -68,6 +79,18 @@ def test_loss_matches_the_papers_formula(batch_size: int, dim: int, lambda_param
     loss = BarlowTwinsLoss(lambda_param=lambda_param)(z_a, z_b)
     assert loss.dtype == torch.float64
     assert loss.item() == pytest.approx(barlow_twins_reference(z_a, z_b, lambda_param), rel=1e-10)
+
+
+def test_terms_are_the_papers_two_terms_and_sum_to_the_loss() -> None:
+    z_a, z_b = embeddings(9, 5, seed=2)
+    criterion = BarlowTwinsLoss(lambda_param=0.1)
+    terms = criterion.terms(z_a, z_b)
+    expected = barlow_twins_reference_terms(z_a, z_b, 0.1)
+    assert list(terms) == ["invariance", "redundancy"]
+    for name, value in expected.items():
+        assert value > 0
+        assert terms[name].item() == pytest.approx(value, rel=1e-10), name
+    assert criterion(z_a, z_b).item() == pytest.approx(sum(expected.values()), rel=1e-12)
 
 
 def test_batch_norm_epsilon_is_the_only_difference_to_the_cosine_form() -> None:
@@ -129,5 +152,9 @@ def test_method_uses_byol_views_and_a_three_layer_projector() -> None:
     with torch.no_grad():
         z_a = method.projection_head(method.backbone(views[0])).double()
         z_b = method.projection_head(method.backbone(views[1])).double()
-        loss = method(views=views).loss
-    assert loss.item() == pytest.approx(barlow_twins_reference(z_a, z_b, 5e-3), rel=1e-4)
+        output = method(views=views)
+    assert output.loss.item() == pytest.approx(barlow_twins_reference(z_a, z_b, 5e-3), rel=1e-4)
+    expected = barlow_twins_reference_terms(z_a, z_b, 5e-3)
+    assert output.metrics.keys() == {"loss_invariance", "loss_redundancy"}
+    for name, value in expected.items():
+        assert output.metrics[f"loss_{name}"].item() == pytest.approx(value, rel=1e-4), name

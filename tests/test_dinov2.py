@@ -85,12 +85,17 @@ def test_loss_is_ibots_with_sinkhorn_knopp_plus_koleo_on_the_global_class_tokens
     twin = copy.deepcopy(method)
     views = views_of()
     with torch.no_grad():
-        loss = method(views=views).loss
+        output = method(views=views)
         distillation = twin.distillation_loss(views)
     features = distillation.student_global_features  # (2B, D): the student backbone's, of the masked global crops
     assert features.shape == (8, method.feature_dim)
     koleo = koleo_reference(features[:4]) + koleo_reference(features[4:])  # per global crop, not across them
-    assert loss.item() == pytest.approx(distillation.loss.item() + 0.3 * koleo, rel=1e-5)
+    cls_loss, patch_loss = distillation.terms["cls"].item(), distillation.terms["patch"].item()
+    assert output.loss.item() == pytest.approx(cls_loss + patch_loss + 0.3 * koleo, rel=1e-5)
+    # the logged terms
+    assert output.metrics["loss_koleo"].item() == pytest.approx(0.3 * koleo, rel=1e-5)
+    assert output.metrics["loss_cls"].item() == pytest.approx(cls_loss, rel=1e-6)
+    assert output.metrics["loss_patch"].item() == pytest.approx(patch_loss, rel=1e-6)
 
 
 def test_centering_mode_uses_dinos_center() -> None:

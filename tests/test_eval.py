@@ -71,10 +71,12 @@ def test_knn_monitor_logs_through_the_trainer_and_reaches_the_card(tmp_path: Pat
     data = labelled_folder(tmp_path / "data", {"train": 24, "val": 8})
     method = ssl_hub.create_method("simclr", backbone="test_resnet")
     args = {"output_dir": str(tmp_path / "out"), "max_steps": 4, "per_device_train_batch_size": 8,
-            "use_cpu": True, "save_strategy": "no", "disable_tqdm": True}  # fmt: skip
+            "use_cpu": True, "save_strategy": "no", "disable_tqdm": True, "logging_steps": 2}  # fmt: skip
     result = ssl_hub.pretrain(method, str(data), args, image_size=32, knn_every_n_steps=2, knn_k=5)
     logged = [(entry["step"], entry["knn_top1"]) for entry in result.trainer.state.log_history if "knn_top1" in entry]
     assert [step for step, _ in logged] == [2, 4]
+    # the Trainer's own log of those steps is kept
+    assert [entry["step"] for entry in result.trainer.state.log_history if "loss" in entry] == [2, 4]
     assert all(0.0 <= value <= 100.0 for _, value in logged)
     assert result.training["knn_history"] == [list(item) for item in logged]
     card = ModelCard.load(tmp_path / "out" / "README.md")

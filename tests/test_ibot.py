@@ -101,7 +101,7 @@ def test_loss_is_dinos_class_token_loss_plus_the_patch_loss_on_its_masks() -> No
     encoder = Capture(method.encoder)
     views = views_of()
     with torch.no_grad():
-        loss = method(views=views).loss
+        output = method(views=views)
 
         global_crops = torch.cat(views[:2])  # (6, 3, 64, 64): 4 x 4 patches
         mask = twin.sample_masks(6, (4, 4), global_crops.device)
@@ -118,7 +118,9 @@ def test_loss_is_dinos_class_token_loss_plus_the_patch_loss_on_its_masks() -> No
     patch_probs = centred_softmax(teacher_patch, twin.patch_criterion.center[0], 0.06)
     patch_loss = ibot_patch_reference(patch_probs, student_patch, mask, 0.1)
     assert int(mask.sum()) > 0
-    assert loss.item() == pytest.approx(cls_loss + patch_loss, rel=1e-5)
+    assert output.loss.item() == pytest.approx(cls_loss + patch_loss, rel=1e-5)
+    assert output.metrics["loss_cls"].item() == pytest.approx(cls_loss, rel=1e-5)  # the logged terms
+    assert output.metrics["loss_patch"].item() == pytest.approx(patch_loss, rel=1e-5)
 
 
 def test_a_separate_patch_head_has_its_own_teacher_and_center() -> None:

@@ -56,8 +56,13 @@ def train_a_few_steps(method: ssl_hub.SSLMethod, output_dir: Path, steps: int = 
         "save_strategy": "no",
         "use_cpu": True,
         "disable_tqdm": True,
+        "logging_steps": 1,
     }
     return ssl_hub.pretrain(method, data, args, image_size=32, save=save)
+
+
+# Methods whose loss is a sum of named terms, logged beside the loss.
+METHODS_WITH_LOSS_TERMS = {"barlowtwins", "dinov2", "ibot", "msn", "pmsn", "vicreg"}
 
 
 @pytest.mark.parametrize(("name", "backbone"), METHOD_BACKBONES)
@@ -69,6 +74,10 @@ def test_trainer_steps_change_the_loss_and_the_backbone(name: str, backbone: str
     assert len(losses) == 3
     assert all(torch.isfinite(torch.tensor(losses)))
     assert len(set(losses)) > 1
+    terms = {k: v for k, v in result.training["final_metrics"].items() if k.startswith("loss_")}
+    assert bool(terms) == (name in METHODS_WITH_LOSS_TERMS)
+    if terms:  # logged at the last step: they sum to its loss
+        assert sum(terms.values()) == pytest.approx(losses[-1], rel=1e-5)
     after = method.backbone.state_dict()
     changed = [k for k in before if before[k].is_floating_point() and not torch.equal(before[k], after[k])]
     assert len(changed) > len(before) // 2, "most backbone tensors should move"

@@ -43,6 +43,13 @@ def test_loss_matches_the_paper(views: int, iterations: int, weight: float, shar
     assert loss.dtype == torch.float64
     expected = msn_reference(anchors, targets, prototypes, 0.3, sharpen, iterations, weight, me_max)
     assert loss.item() == pytest.approx(expected, rel=1e-10)
+    terms = criterion.terms(anchors, targets, prototypes, target_sharpen_temperature=sharpen)
+    cross_entropy = msn_reference(anchors, targets, prototypes, 0.3, sharpen, iterations, 0.0, me_max)
+    assert terms["cross_entropy"].item() == pytest.approx(cross_entropy, rel=1e-10)
+    if weight > 0:
+        assert terms["regularization"].item() == pytest.approx(expected - cross_entropy, rel=1e-8, abs=1e-12)
+    else:
+        assert list(terms) == ["cross_entropy"]
 
 
 def test_loss_defaults_gradients_and_errors() -> None:

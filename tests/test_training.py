@@ -118,3 +118,33 @@ def test_a_learning_rate_the_user_sets_is_never_scaled() -> None:
         method, output_dir="unused", report_to="none", per_device_train_batch_size=256, learning_rate=0.01
     )
     assert args.learning_rate == 0.01
+
+
+def test_a_methods_loss_terms_are_logged_by_the_trainer_and_sum_to_its_loss(tmp_path: Path) -> None:
+    method = ssl_hub.create_method("vicreg", backbone="test_resnet", projection_hidden_dim=32, projection_output_dim=16)
+    result = ssl_hub.pretrain(
+        method,
+        ArrayImageDataset(random_images(32, 32)),
+        {
+            "output_dir": str(tmp_path),
+            "max_steps": 4,
+            "per_device_train_batch_size": 8,
+            "gradient_accumulation_steps": 2,  # the logged terms average micro-batches, as the logged loss does
+            "logging_steps": 2,
+            "use_cpu": True,
+            "save_strategy": "no",
+            "disable_tqdm": True,
+        },
+        image_size=32,
+        save=False,
+    )
+    history = result.trainer.state.log_history
+    terms = {entry["step"]: entry for entry in history if "loss_variance" in entry}
+    losses = {entry["step"]: entry["loss"] for entry in history if "loss" in entry}
+    assert sorted(terms) == sorted(losses) == [2, 4]
+    for step, entry in terms.items():
+        parts = [entry[f"loss_{name}"] for name in ("invariance", "variance", "covariance")]
+        assert all(part > 0 for part in parts)
+        assert sum(parts) == pytest.approx(losses[step], rel=1e-5)
+        assert entry["embedding_std"] > 0
+    assert result.training["final_metrics"] == {k: v for k, v in terms[4].items() if k not in ("epoch", "step")}

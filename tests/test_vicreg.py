@@ -44,14 +44,22 @@ def covariance_term(z: torch.Tensor) -> float:
     return total / d
 
 
-def vicreg_reference(z_a: torch.Tensor, z_b: torch.Tensor, lam: float, mu: float, nu: float, eps: float) -> float:
-    """Eq. 6 with the official code's scaling: invariance is the mean squared error over batch and dimensions
-    (eq. 5 divided by d), the variance terms of the two branches are averaged, the covariance terms summed."""
+def vicreg_reference_terms(
+    z_a: torch.Tensor, z_b: torch.Tensor, lam: float, mu: float, nu: float, eps: float
+) -> dict[str, float]:
+    """Eq. 6's weighted terms with the official code's scaling: invariance is the mean squared error over batch and
+    dimensions (eq. 5 divided by d), the variance terms of the two branches are averaged, the covariance terms
+    summed."""
     n, d = z_a.shape
     invariance = sum((float(z_a[b, j]) - float(z_b[b, j])) ** 2 for b in range(n) for j in range(d)) / (n * d)
     variance = (variance_term(z_a, eps) + variance_term(z_b, eps)) / 2
     covariance = covariance_term(z_a) + covariance_term(z_b)
-    return lam * invariance + mu * variance + nu * covariance
+    return {"invariance": lam * invariance, "variance": mu * variance, "covariance": nu * covariance}
+
+
+def vicreg_reference(z_a: torch.Tensor, z_b: torch.Tensor, lam: float, mu: float, nu: float, eps: float) -> float:
+    """Eq. 6: the sum of the weighted terms."""
+    return sum(vicreg_reference_terms(z_a, z_b, lam, mu, nu, eps).values())
 
 
 def embeddings(batch_size: int, dim: int, seed: int = 0, scale: float = 0.5) -> tuple[torch.Tensor, torch.Tensor]:
@@ -74,6 +82,19 @@ def test_loss_matches_the_papers_formula(
     loss = VICRegLoss(lambda_param=lam, mu_param=mu, nu_param=nu, eps=eps)(z_a, z_b)
     assert loss.dtype == torch.float64
     assert loss.item() == pytest.approx(vicreg_reference(z_a, z_b, lam, mu, nu, eps), rel=1e-10)
+
+
+@pytest.mark.parametrize(("lam", "mu", "nu"), [(25.0, 25.0, 1.0), (3.0, 0.5, 7.0)])
+def test_terms_are_the_papers_weighted_terms_and_sum_to_the_loss(lam: float, mu: float, nu: float) -> None:
+    z_a, z_b = embeddings(8, 5, seed=3)
+    criterion = VICRegLoss(lambda_param=lam, mu_param=mu, nu_param=nu)
+    terms = criterion.terms(z_a, z_b)
+    expected = vicreg_reference_terms(z_a, z_b, lam, mu, nu, 1e-4)
+    assert list(terms) == ["invariance", "variance", "covariance"]
+    for name, value in expected.items():
+        assert value > 0
+        assert terms[name].item() == pytest.approx(value, rel=1e-10), name
+    assert criterion(z_a, z_b).item() == pytest.approx(sum(expected.values()), rel=1e-12)
 
 
 def test_gather_distributed_is_a_no_op_in_one_process() -> None:
@@ -158,5 +179,9 @@ def test_method_trains_with_its_transform_and_three_layer_expander() -> None:
     with torch.no_grad():
         z_a = method.projection_head(method.backbone(views[0])).double()
         z_b = method.projection_head(method.backbone(views[1])).double()
-        loss = method(views=views).loss
-    assert loss.item() == pytest.approx(vicreg_reference(z_a, z_b, 25.0, 25.0, 1.0, 1e-4), rel=1e-4)
+        output = method(views=views)
+    assert output.loss.item() == pytest.approx(vicreg_reference(z_a, z_b, 25.0, 25.0, 1.0, 1e-4), rel=1e-4)
+    # the logged diagnostics: each weighted term, and the mean standard deviation of a dimension
+    for name, value in vicreg_reference_terms(z_a, z_b, 25.0, 25.0, 1.0, 1e-4).items():
+        assert output.metrics[f"loss_{name}"].item() == pytest.approx(value, rel=1e-4), name
+    assert output.metrics["embedding_std"].item() == pytest.approx(z_a.std(dim=0).mean().item(), rel=1e-4)

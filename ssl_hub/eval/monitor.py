@@ -10,6 +10,7 @@ from transformers import Trainer, TrainerCallback, TrainerControl, TrainerState,
 
 from ssl_hub.data.resolve import DataSplits
 from ssl_hub.eval.evaluate import evaluate_backbone
+from ssl_hub.training.callbacks import log_from_callback
 
 logger = logging.getLogger(__name__)
 
@@ -69,7 +70,7 @@ class KNNMonitorCallback(TrainerCallback):
             backbone, self.splits, self.data_config, knn=True, knn_k=self.k, knn_temperature=self.temperature
         )["knn_top1"]
         self.history.append((state.global_step, value))
-        self.trainer.log({"knn_top1": value, "best_knn_top1": self.best or value})
+        log_from_callback(self.trainer, {"knn_top1": value, "best_knn_top1": self.best or value})
 
     def on_step_end(self, args: TrainingArguments, state: TrainerState, control: TrainerControl, **kwargs: Any) -> None:
         if self.every_n_steps is not None and state.global_step % self.every_n_steps == 0:

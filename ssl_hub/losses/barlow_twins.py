@@ -41,6 +41,11 @@ class BarlowTwinsLoss(nn.Module):
 
     def forward(self, z_a: torch.Tensor, z_b: torch.Tensor) -> torch.Tensor:
         """Loss of two ``(B, D)`` batches of embeddings, row ``i`` of each from the same image."""
+        return torch.stack(list(self.terms(z_a, z_b).values())).sum()
+
+    def terms(self, z_a: torch.Tensor, z_b: torch.Tensor) -> dict[str, torch.Tensor]:
+        """The loss's two weighted terms, ``invariance`` (on the diagonal) and ``redundancy`` (off it), which sum
+        to it."""
         if z_a.shape != z_b.shape or z_a.ndim != 2:
             raise ValueError(
                 f"BarlowTwinsLoss expects two (B, D) tensors of one shape, got {z_a.shape} and {z_b.shape}."
@@ -59,4 +64,4 @@ class BarlowTwinsLoss(nn.Module):
         invariance = (1.0 - diagonal).pow(2).sum()
         eye = torch.eye(correlation.shape[0], dtype=torch.bool, device=correlation.device)
         redundancy = correlation.masked_fill(eye, 0.0).pow(2).sum()
-        return invariance + self.lambda_param * redundancy
+        return {"invariance": invariance, "redundancy": self.lambda_param * redundancy}

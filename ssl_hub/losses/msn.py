@@ -65,7 +65,7 @@ class MSNLoss(nn.Module):
         prototypes: torch.Tensor,
         target_sharpen_temperature: float = 0.25,
     ) -> torch.Tensor:
-        """The loss of one batch.
+        """The loss of one batch: the mean cross-entropy over the anchors plus the weighted regularisation term.
 
         Args:
             anchors: ``(V * B, D)`` embeddings of ``V`` anchor views of ``B`` images, view by view (rows
@@ -73,10 +73,19 @@ class MSNLoss(nn.Module):
             targets: ``(B, D)`` target embeddings (no gradient flows into them).
             prototypes: ``(K, D)`` prototypes.
             target_sharpen_temperature: Sharpening temperature ``T`` of the targets (0.25).
-
-        Returns:
-            The mean cross-entropy over the anchors plus the weighted regularisation term.
         """
+        terms = self.terms(anchors, targets, prototypes, target_sharpen_temperature)
+        return torch.stack(list(terms.values())).sum()
+
+    def terms(
+        self,
+        anchors: torch.Tensor,
+        targets: torch.Tensor,
+        prototypes: torch.Tensor,
+        target_sharpen_temperature: float = 0.25,
+    ) -> dict[str, torch.Tensor]:
+        """The loss's terms, which sum to it: ``cross_entropy``, and ``regularization`` (weighted) when its weight
+        is not 0. Arguments as :meth:`forward`."""
         if anchors.ndim != 2 or targets.ndim != 2 or prototypes.ndim != 2:
             raise ValueError(
                 f"{type(self).__name__} takes (V * B, D) anchors, (B, D) targets and (K, D) prototypes, got shapes "
@@ -107,12 +116,12 @@ class MSNLoss(nn.Module):
                 else:
                     target_probs = sharpened.exp()
                 target_probs = target_probs.repeat(num_views, 1)  # (V * B, K)
-            loss = -(target_probs * anchor_log_probs).sum(dim=1).mean()
+            terms = {"cross_entropy": -(target_probs * anchor_log_probs).sum(dim=1).mean()}
             if self.regularization_weight > 0:
-                loss = loss + self.regularization_weight * self.regularization_loss(
+                terms["regularization"] = self.regularization_weight * self.regularization_loss(
                     self.mean_probabilities(anchor_log_probs.exp())
                 )
-        return loss
+        return terms
 
     def mean_probabilities(self, probabilities: torch.Tensor) -> torch.Tensor:
         """``(N, K) -> (K,)``: the mean assignment, over all ranks' rows with ``gather_distributed``.

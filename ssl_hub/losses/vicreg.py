@@ -77,6 +77,10 @@ class VICRegLoss(nn.Module):
 
     def forward(self, z_a: torch.Tensor, z_b: torch.Tensor) -> torch.Tensor:
         """Loss of two ``(B, D)`` batches of embeddings, row ``i`` of each from the same image."""
+        return torch.stack(list(self.terms(z_a, z_b).values())).sum()
+
+    def terms(self, z_a: torch.Tensor, z_b: torch.Tensor) -> dict[str, torch.Tensor]:
+        """The loss's three weighted terms, ``invariance``, ``variance`` and ``covariance``, which sum to it."""
         if z_a.shape != z_b.shape or z_a.ndim != 2:
             raise ValueError(f"VICRegLoss expects two (B, D) tensors of one shape, got {z_a.shape} and {z_b.shape}.")
         z_a, z_b = at_least_float32(z_a), at_least_float32(z_b)
@@ -87,4 +91,8 @@ class VICRegLoss(nn.Module):
             raise ValueError("VICRegLoss needs at least 2 images in the (global) batch for its variance term.")
         variance = 0.5 * (variance_loss(z_a, self.eps) + variance_loss(z_b, self.eps))
         covariance = covariance_loss(z_a) + covariance_loss(z_b)
-        return self.lambda_param * invariance + self.mu_param * variance + self.nu_param * covariance
+        return {
+            "invariance": self.lambda_param * invariance,
+            "variance": self.mu_param * variance,
+            "covariance": self.nu_param * covariance,
+        }

@@ -90,4 +90,4 @@ class BarlowTwins(SSLMethod):
         # One pass per view, as the official code: batch-norm statistics are those of one view.
         z_a = self.projection_head(self.backbone(views[0]))  # (B, D_out)
         z_b = self.projection_head(self.backbone(views[1]))  # (B, D_out)
-        return SSLMethodOutput(loss=self.criterion(z_a, z_b))
+        return SSLMethodOutput.from_terms(self.criterion.terms(z_a, z_b))

@@ -97,9 +97,23 @@ class MethodConfig:
 
 @dataclass
 class SSLMethodOutput(ModelOutput):
-    """What a method's ``forward`` returns; the Trainer reads ``loss``."""
+    """What a method's ``forward`` returns; the Trainer reads ``loss``.
+
+    ``metrics`` are optional scalar diagnostics of the batch (a loss's terms, embedding statistics), detached;
+    ``ssl_hub.pretrain`` logs their mean over each logging interval through the Trainer's log
+    (:class:`~ssl_hub.training.MethodMetricsCallback`), so a run shows what its loss is made of.
+    """
 
     loss: torch.Tensor | None = None
+    metrics: dict[str, torch.Tensor] | None = None
+
+    @classmethod
+    def from_terms(cls, terms: dict[str, torch.Tensor], **metrics: torch.Tensor) -> SSLMethodOutput:
+        """The output of a loss made of named ``terms``: their sum is the loss, each is logged as ``loss_<name>``,
+        and ``metrics`` are logged too."""
+        logged = {f"loss_{name}": term.detach() for name, term in terms.items()}
+        logged.update({name: value.detach() for name, value in metrics.items()})
+        return cls(loss=torch.stack(list(terms.values())).sum(), metrics=logged)
 
 
 class SSLMethod(nn.Module):

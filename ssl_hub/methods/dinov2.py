@@ -160,7 +160,8 @@ class DINOv2(IBOT):
     def forward(self, views: Sequence[torch.Tensor]) -> SSLMethodOutput:
         distillation = self.distillation_loss(views)
         koleo = sum(self.koleo(features) for features in distillation.student_global_features.chunk(2))
-        return SSLMethodOutput(loss=distillation.loss + self.config.koleo_loss_weight * koleo)
+        terms = {**distillation.terms, "koleo": self.config.koleo_loss_weight * koleo}
+        return SSLMethodOutput.from_terms(terms)
 
     def make_transform(self, input_size: int = 224, **kwargs: Any) -> MultiViewTransform:
         """:class:`DINOTransform` with DINOv2's crops: global crops of ``input_size`` px and 32-100 % of the image,

@@ -188,12 +188,12 @@ class DistillationOutput:
     """What :meth:`IBOT.distillation_loss` returns.
 
     Attributes:
-        loss: The weighted class-token and masked-patch losses.
+        terms: The weighted class-token (``cls``) and masked-patch (``patch``) losses, whose sum is the loss.
         student_global_features: ``(2B, D)`` the student backbone's pooled features of the (masked) global crops,
             crop by crop.
     """
 
-    loss: torch.Tensor
+    terms: dict[str, torch.Tensor]
     student_global_features: torch.Tensor
 
 
@@ -342,11 +342,11 @@ class IBOT(SSLMethod):
         patch_loss = self.patch_criterion(
             teacher_patch_out, student_patch_out, mask, teacher_temp=self.teacher_patch_temperature
         )
-        loss = cfg.cls_loss_weight * cls_loss + cfg.patch_loss_weight * patch_loss
-        return DistillationOutput(loss=loss, student_global_features=student_global_features)
+        terms = {"cls": cfg.cls_loss_weight * cls_loss, "patch": cfg.patch_loss_weight * patch_loss}
+        return DistillationOutput(terms=terms, student_global_features=student_global_features)
 
     def forward(self, views: Sequence[torch.Tensor]) -> SSLMethodOutput:
-        return SSLMethodOutput(loss=self.distillation_loss(views).loss)
+        return SSLMethodOutput.from_terms(self.distillation_loss(views).terms)
 
     def make_transform(self, input_size: int = 224, **kwargs: Any) -> MultiViewTransform:
         """The method's multi-crop transform with global crops of ``input_size`` px and local crops scaled to them

@@ -186,13 +186,13 @@ class MSN(SSLMethod):
             anchors.append(self.projection_head(self.masked_features(torch.cat(random_views))))  # (R * B, D)
         if focal_views:
             anchors.extend(multi_crop_forward(lambda x: self.projection_head(self.backbone(x)), focal_views))
-        loss = self.criterion(
+        terms = self.criterion.terms(
             torch.cat(anchors),  # (V * B, D), view by view
             targets,
             self.prototypes.weight,
             target_sharpen_temperature=self.config.target_sharpen_temperature,
         )
-        return SSLMethodOutput(loss=loss)
+        return SSLMethodOutput.from_terms(terms)
 
     def masked_features(self, images: torch.Tensor) -> torch.Tensor:
         """Pooled features ``(B, D)`` of ``images`` with ``mask_ratio`` of each image's patches dropped."""

@@ -5,6 +5,7 @@ from ssl_hub.training.callbacks import FixedLearningRateCallback as FixedLearnin
 from ssl_hub.training.callbacks import FreezeParametersCallback as FreezeParametersCallback
 from ssl_hub.training.callbacks import LinearEMAUpdateCallback as LinearEMAUpdateCallback
 from ssl_hub.training.callbacks import LossMonitor as LossMonitor
+from ssl_hub.training.callbacks import MethodMetricsCallback as MethodMetricsCallback
 from ssl_hub.training.callbacks import NonFiniteLossError as NonFiniteLossError
 from ssl_hub.training.callbacks import WeightDecayScheduleCallback as WeightDecayScheduleCallback
 from ssl_hub.training.pretrain import PretrainResult as PretrainResult

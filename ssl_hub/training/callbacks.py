@@ -24,6 +24,18 @@ class NonFiniteLossError(RuntimeError):
     """Training stopped because the loss became NaN or infinite."""
 
 
+def log_from_callback(trainer: Any, logs: dict[str, float]) -> None:
+    """``trainer.log(logs)`` from a callback, keeping the Trainer's own log of the step.
+
+    In ``on_step_end`` the Trainer has decided to log this step (``control.should_log``) but logs only after the
+    callbacks ran; ``trainer.log`` clears that flag (``CallbackHandler.on_log``), which would drop the step's loss,
+    learning rate and gradient norm from the logs.
+    """
+    should_log = trainer.control.should_log
+    trainer.log(logs)
+    trainer.control.should_log = should_log
+
+
 class LossMonitor(TrainerCallback):
     """Records the loss of every optimizer step and stops training cleanly when it stops being finite.
 
@@ -100,6 +112,62 @@ class LossMonitor(TrainerCallback):
         size = math.ceil(len(self.history) / max_points)
         bins = [self.history[i : i + size] for i in range(0, len(self.history), size)]
         return [[b[-1][0], sum(loss for _, loss in b) / len(b)] for b in bins]
+
+
+class MethodMetricsCallback(TrainerCallback):
+    """Logs the diagnostics a method returns in ``SSLMethodOutput.metrics`` through the Trainer's own log.
+
+    A forward hook sums each metric over the training forwards; whenever the Trainer logs, their means since the
+    last log (over the micro-batches and, under multi-process training, the ranks) go to ``trainer.log``, so the
+    progress bar, TensorBoard or W&B show them beside the loss. ``last`` keeps the latest logged values.
+    """
+
+    def __init__(self) -> None:
+        self.trainer: Any = None
+        self.last: dict[str, float] = {}
+        self._sums: dict[str, torch.Tensor] = {}
+        self._count = 0
+        self._hook: RemovableHandle | None = None
+
+    def attach(self, trainer: Any) -> MethodMetricsCallback:
+        """Give the callback the Trainer whose logging it uses (``ssl_hub.pretrain`` does this)."""
+        self.trainer = trainer
+        return self
+
+    def _record(self, module: nn.Module, args: Any, output: Any) -> None:
+        metrics = getattr(output, "metrics", None)
+        if not module.training or not metrics:
+            return
+        for name, value in metrics.items():
+            value = value.detach().float()
+            self._sums[name] = self._sums[name] + value if name in self._sums else value
+        self._count += 1
+
+    def on_train_begin(
+        self, args: TrainingArguments, state: TrainerState, control: TrainerControl, **kwargs: Any
+    ) -> None:
+        if self.trainer is None:
+            raise RuntimeError("MethodMetricsCallback needs the Trainer: call attach(trainer) before training.")
+        self._hook = kwargs["model"].register_forward_hook(self._record)
+
+    def on_step_end(self, args: TrainingArguments, state: TrainerState, control: TrainerControl, **kwargs: Any) -> None:
+        if not control.should_log or not self._count:
+            return
+        names = sorted(self._sums)
+        means = torch.stack([self._sums[name] for name in names]) / self._count  # (M,)
+        if distributed.is_distributed():
+            means = distributed.all_reduce_sum(means) / distributed.world_size()
+        self._sums.clear()
+        self._count = 0
+        self.last = dict(zip(names, means.tolist(), strict=True))
+        log_from_callback(self.trainer, dict(self.last))
+
+    def on_train_end(
+        self, args: TrainingArguments, state: TrainerState, control: TrainerControl, **kwargs: Any
+    ) -> None:
+        if self._hook is not None:
+            self._hook.remove()
+            self._hook = None
 
 
 class EMAUpdateCallback(TrainerCallback):

@@ -19,7 +19,7 @@ from ssl_hub.data.views import MultiViewDataset, collate_views
 from ssl_hub.eval.evaluate import evaluate_backbone, result_entries
 from ssl_hub.eval.monitor import KNNMonitorCallback
 from ssl_hub.methods.base import RECIPE_BATCH_SIZE, MethodConfig, SSLMethod
-from ssl_hub.training.callbacks import LossMonitor, NonFiniteLossError
+from ssl_hub.training.callbacks import LossMonitor, MethodMetricsCallback, NonFiniteLossError
 
 logger = logging.getLogger(__name__)
 
@@ -182,14 +182,16 @@ def pretrain(
         monitors.append(KNNMonitorCallback(splits, data_config, knn_every_n_steps, knn_k, knn_temperature))
 
     monitor = LossMonitor()
+    method_metrics = MethodMetricsCallback()
     trainer = Trainer(
         model=method,
         args=training_args,
         train_dataset=MultiViewDataset(splits.train, transform),
         data_collator=collate_views,
-        callbacks=[*method.callbacks(), monitor, *monitors, *callbacks],
+        callbacks=[*method.callbacks(), monitor, method_metrics, *monitors, *callbacks],
         optimizers=(_optimizer(method, training_args), None),
     )
+    method_metrics.attach(trainer)
     for knn_monitor in monitors:
         knn_monitor.attach(trainer)
     output = trainer.train(resume_from_checkpoint=training_args.resume_from_checkpoint)
@@ -220,6 +222,7 @@ def pretrain(
         "image_size": image_size,
         "final_loss": monitor.final_loss(),
         "loss_history": monitor.curve(),
+        "final_metrics": method_metrics.last,
         "runtime_seconds": round(float(output.metrics.get("train_runtime", 0.0)), 1),
         "augmentation": repr(transform),
     }
