@@ -36,7 +36,30 @@ def log_from_callback(trainer: Any, logs: dict[str, float]) -> None:
     trainer.control.should_log = should_log
 
 
-class LossMonitor(TrainerCallback):
+class ForwardOutputCallback(TrainerCallback):
+    """A callback that reads the output of every forward of the model during training (a forward hook, registered
+    when training begins and removed when it ends); subclasses implement :meth:`record`."""
+
+    def __init__(self) -> None:
+        self._hook: RemovableHandle | None = None
+
+    def record(self, module: nn.Module, args: Any, output: Any) -> None:
+        raise NotImplementedError
+
+    def on_train_begin(
+        self, args: TrainingArguments, state: TrainerState, control: TrainerControl, **kwargs: Any
+    ) -> None:
+        self._hook = kwargs["model"].register_forward_hook(self.record)
+
+    def on_train_end(
+        self, args: TrainingArguments, state: TrainerState, control: TrainerControl, **kwargs: Any
+    ) -> None:
+        if self._hook is not None:
+            self._hook.remove()
+            self._hook = None
+
+
+class LossMonitor(ForwardOutputCallback):
     """Records the loss of every optimizer step and stops training cleanly when it stops being finite.
 
     A forward hook reads the loss of each micro-batch. Before the optimizer step the mean over the step's
@@ -47,21 +70,15 @@ class LossMonitor(TrainerCallback):
     """
 
     def __init__(self) -> None:
+        super().__init__()
         self.history: list[tuple[int, float]] = []  # (optimizer step, mean loss)
         self.nonfinite_step: int | None = None
         self._step_losses: list[torch.Tensor] = []
-        self._hook: RemovableHandle | None = None
 
-    def _record(self, module: nn.Module, args: Any, output: Any) -> None:
+    def record(self, module: nn.Module, args: Any, output: Any) -> None:
         loss = output.get("loss") if isinstance(output, dict) else getattr(output, "loss", None)
         if module.training and isinstance(loss, torch.Tensor):
             self._step_losses.append(loss.detach().float())
-
-    def on_train_begin(
-        self, args: TrainingArguments, state: TrainerState, control: TrainerControl, **kwargs: Any
-    ) -> None:
-        model = kwargs["model"]
-        self._hook = model.register_forward_hook(self._record)
 
     def on_pre_optimizer_step(
         self, args: TrainingArguments, state: TrainerState, control: TrainerControl, **kwargs: Any
@@ -91,13 +108,6 @@ class LossMonitor(TrainerCallback):
         control.should_save = True
         control.should_training_stop = True
 
-    def on_train_end(
-        self, args: TrainingArguments, state: TrainerState, control: TrainerControl, **kwargs: Any
-    ) -> None:
-        if self._hook is not None:
-            self._hook.remove()
-            self._hook = None
-
     def final_loss(self, last_steps: int = 10) -> float | None:
         """Mean loss of the last ``last_steps`` optimizer steps."""
         if not self.history:
@@ -114,7 +124,7 @@ class LossMonitor(TrainerCallback):
         return [[b[-1][0], sum(loss for _, loss in b) / len(b)] for b in bins]
 
 
-class MethodMetricsCallback(TrainerCallback):
+class MethodMetricsCallback(ForwardOutputCallback):
     """Logs the diagnostics a method returns in ``SSLMethodOutput.metrics`` through the Trainer's own log.
 
     A forward hook sums each metric over the training forwards; whenever the Trainer logs, their means since the
@@ -123,18 +133,18 @@ class MethodMetricsCallback(TrainerCallback):
     """
 
     def __init__(self) -> None:
+        super().__init__()
         self.trainer: Any = None
         self.last: dict[str, float] = {}
         self._sums: dict[str, torch.Tensor] = {}
         self._count = 0
-        self._hook: RemovableHandle | None = None
 
     def attach(self, trainer: Any) -> MethodMetricsCallback:
         """Give the callback the Trainer whose logging it uses (``ssl_hub.pretrain`` does this)."""
         self.trainer = trainer
         return self
 
-    def _record(self, module: nn.Module, args: Any, output: Any) -> None:
+    def record(self, module: nn.Module, args: Any, output: Any) -> None:
         metrics = getattr(output, "metrics", None)
         if not module.training or not metrics:
             return
@@ -148,7 +158,7 @@ class MethodMetricsCallback(TrainerCallback):
     ) -> None:
         if self.trainer is None:
             raise RuntimeError("MethodMetricsCallback needs the Trainer: call attach(trainer) before training.")
-        self._hook = kwargs["model"].register_forward_hook(self._record)
+        super().on_train_begin(args, state, control, **kwargs)
 
     def on_step_end(self, args: TrainingArguments, state: TrainerState, control: TrainerControl, **kwargs: Any) -> None:
         if not control.should_log or not self._count:
@@ -161,13 +171,6 @@ class MethodMetricsCallback(TrainerCallback):
         self._count = 0
         self.last = dict(zip(names, means.tolist(), strict=True))
         log_from_callback(self.trainer, dict(self.last))
-
-    def on_train_end(
-        self, args: TrainingArguments, state: TrainerState, control: TrainerControl, **kwargs: Any
-    ) -> None:
-        if self._hook is not None:
-            self._hook.remove()
-            self._hook = None
 
 
 class EMAUpdateCallback(TrainerCallback):
