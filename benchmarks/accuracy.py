@@ -112,7 +112,9 @@ def run_one(make_method: Any, name: str, seed: int, args: argparse.Namespace, da
     if args.warmup_ratio is not None:
         training_args["warmup_steps"] = args.warmup_ratio
     start = time.perf_counter()
-    result = ssl_hub.pretrain(method, data["pretrain"], training_args, image_size=IMAGE_SIZE, save=False)
+    transform = method.make_transform(IMAGE_SIZE, **args.transform_kwargs)
+    result = ssl_hub.pretrain(method, data["pretrain"], training_args, image_size=IMAGE_SIZE, transform=transform,
+                              save=False)  # fmt: skip
     seconds = time.perf_counter() - start
     published = getattr(method, method.published_backbone)
     accuracy = evaluate_backbone(published, data["eval"], DATA_CONFIG, knn=True, linear=True,
@@ -124,6 +126,8 @@ def run_one(make_method: Any, name: str, seed: int, args: argparse.Namespace, da
         "optimizer": result.training["optimizer"], "learning_rate": result.training["learning_rate"],
         "augmentation": result.training["augmentation"].splitlines()[0],
     }  # fmt: skip
+    if args.transform_kwargs:
+        row["transform_kwargs"] = args.transform_kwargs
     if result.training["final_metrics"]:  # the loss's terms and other diagnostics at the last log
         row["final_metrics"] = result.training["final_metrics"]
     if published is not method.backbone:  # an EMA teacher is published: the student too, to see what it learnt
@@ -178,6 +182,13 @@ def main() -> None:
     parser.add_argument("--backbone", default="resnet18")
     parser.add_argument(
         "--backbone-kwargs", type=json.loads, default={}, help="timm arguments, e.g. '{\"patch_size\": 8}' for ViTs"
+    )
+    parser.add_argument(
+        "--transform-kwargs",
+        type=json.loads,
+        default={},
+        help="arguments of the methods' transforms, e.g. "
+        "'{\"gaussian_blur\": 0.0}'; LightlySSL's transforms take the same names",
     )
     parser.add_argument("--pretrain-images", type=int, default=10000, help="class-balanced subset for pretraining")
     parser.add_argument("--epochs", type=float, default=10)
