@@ -91,3 +91,18 @@ def test_byol_views_differ_in_blur_and_solarization(image: Image.Image) -> None:
     assert probabilities[0]["solarize"] == 0.0
     assert probabilities[1]["GaussianBlur"] == 0.1
     assert probabilities[1]["solarize"] == 0.2
+
+
+@pytest.mark.parametrize("input_size", [32, 224])
+def test_blur_spreads_a_point_by_the_drawn_sigma_at_any_image_size(input_size: int) -> None:
+    """The default kernel holds the whole Gaussian (as PIL's GaussianBlur(radius=sigma) of the official code): at
+    32 px as at 224 px, a blurred point spreads with standard deviation sigma (a 3 px kernel at 32 px gave 0.8)."""
+    view = SimCLRViewTransform(input_size=input_size, gaussian_blur=1.0, sigmas=(2.0, 2.0), normalize=None)
+    (blur,) = [t.transforms[0] for t in view.transforms if isinstance(t, v2.RandomApply)
+               and isinstance(t.transforms[0], v2.GaussianBlur)]  # fmt: skip
+    point = torch.zeros(1, 31, 31, dtype=torch.float64)
+    point[0, 15, 15] = 1.0
+    spread = blur(point)[0]  # (31, 31): the 2-D kernel
+    offsets = torch.arange(31, dtype=torch.float64) - 15
+    assert spread.sum().item() == pytest.approx(1.0)
+    assert torch.sqrt((spread.sum(dim=0) * offsets**2).sum()).item() == pytest.approx(2.0, rel=0.01)

@@ -34,7 +34,8 @@ class MSNTransform(MultiViewTransform):
         cj_sat: Saturation jitter factor.
         cj_hue: Hue jitter factor.
         gaussian_blur: Probability of Gaussian blur.
-        kernel_size: Blur kernel side; ``None`` for 10 % of each view's side.
+        kernel_size: Blur kernel side; ``None`` for :func:`~ssl_hub.transforms.multi_view.blur_kernel_size`
+            (10 % of each view's side, at least 6 x the largest sigma + 1).
         sigmas: Range of the blur's standard deviation.
         random_gray_scale: Probability of converting to grayscale.
         hf_prob: Probability of a horizontal flip.

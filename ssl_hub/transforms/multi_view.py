@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 from collections.abc import Callable, Sequence
 from typing import Any
 
@@ -52,6 +53,10 @@ def to_normalized_tensor(normalize: dict[str, tuple[float, ...]] | None) -> list
     return steps
 
 
-def blur_kernel_size(input_size: int) -> int:
-    """SimCLR's Gaussian blur kernel: 10 % of the image side, odd, at least 3 pixels."""
-    return max(3, int(0.1 * input_size) // 2 * 2 + 1)
+def blur_kernel_size(input_size: int, max_sigma: float = 2.0) -> int:
+    """The Gaussian blur's kernel side: odd, 10 % of the image side (SimCLR's rule: 23 px at 224 px), and at least
+    ``6 * max_sigma + 1`` so that a small image is blurred by the whole Gaussian of the drawn sigma, as PIL's
+    ``GaussianBlur(radius=sigma)`` in the official MoCo v2, BYOL-style, DINO, SwAV, Barlow Twins and VICReg code (and
+    LightlySSL's) blurs at every size. Below twice the image side, as reflect padding requires."""
+    side = max(int(0.1 * input_size), 2 * math.ceil(3 * max_sigma)) // 2 * 2 + 1
+    return min(side, 2 * input_size - 1)

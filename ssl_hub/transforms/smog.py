@@ -35,7 +35,8 @@ class SMoGTransform(MultiViewTransform):
         cj_sat: Saturation jitter factor.
         cj_hue: Hue jitter factor.
         random_gray_scale: Probability of converting to grayscale.
-        kernel_size: Blur kernel side; ``None`` for 10 % of each crop's side.
+        kernel_size: Blur kernel side; ``None`` for :func:`~ssl_hub.transforms.multi_view.blur_kernel_size`
+            (10 % of each crop's side, at least 6 x the largest sigma + 1).
         normalize: ``{"mean", "std"}`` to normalise with, or ``None``.
         input_size: Side of the global crops when ``crop_sizes`` is not given (what ``method.make_transform``
             passes).

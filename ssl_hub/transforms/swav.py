@@ -36,7 +36,8 @@ class SwaVTransform(MultiViewTransform):
         cj_hue: Hue jitter factor.
         random_gray_scale: Probability of converting to grayscale.
         gaussian_blur: Probability of Gaussian blur.
-        kernel_size: Blur kernel side; ``None`` for 10 % of each crop's side.
+        kernel_size: Blur kernel side; ``None`` for :func:`~ssl_hub.transforms.multi_view.blur_kernel_size`
+            (10 % of each crop's side, at least 6 x the largest sigma + 1).
         sigmas: Range of the blur's standard deviation.
         normalize: ``{"mean", "std"}`` to normalise with, or ``None``.
         input_size: Side of the global crops when ``crop_sizes`` is not given (what ``method.make_transform``

@@ -33,7 +33,8 @@ class VICRegViewTransform(v2.Compose):
         random_gray_scale: Probability of converting to grayscale.
         solarize_prob: Probability of solarization.
         gaussian_blur: Probability of Gaussian blur.
-        kernel_size: Blur kernel side; ``None`` for 10 % of ``input_size``.
+        kernel_size: Blur kernel side; ``None`` for :func:`~ssl_hub.transforms.multi_view.blur_kernel_size`
+            (10 % of ``input_size``, at least 6 x the largest sigma + 1).
         sigmas: Range of the blur's standard deviation.
         vf_prob: Probability of a vertical flip.
         hf_prob: Probability of a horizontal flip.

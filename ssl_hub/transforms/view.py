@@ -69,7 +69,8 @@ def view_augmentation(
         hue=min(0.5, cj_strength * cj_hue),
     )
     rotation = v2.RandomRotation(degrees=(90.0, 90.0) if rr_degrees is None else rr_degrees)
-    blur = v2.GaussianBlur(kernel_size or blur_kernel_size(input_size), sigma=(float(sigmas[0]), float(sigmas[1])))
+    sigma = (float(sigmas[0]), float(sigmas[1]))
+    blur = v2.GaussianBlur(kernel_size or blur_kernel_size(input_size, max(sigma)), sigma=sigma)
     # Geometry and colour run on PIL images (for small crops PIL's kernels beat tensor ones, ~30 % here); blur and
     # solarization run on the uint8 tensor, where torchvision computes them anyway (the same pixels without two
     # PIL <-> tensor round trips).
