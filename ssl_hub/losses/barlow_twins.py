@@ -7,7 +7,7 @@ from torch import nn
 
 from ssl_hub import distributed
 from ssl_hub._validation import check_non_negative
-from ssl_hub.losses.utils import at_least_float32
+from ssl_hub.losses.utils import at_least_float32, sum_of_terms
 
 # Added to the variance before the square root, as the official code's BatchNorm1d(affine=False) does.
 BATCH_NORM_EPS = 1e-5
@@ -41,7 +41,7 @@ class BarlowTwinsLoss(nn.Module):
 
     def forward(self, z_a: torch.Tensor, z_b: torch.Tensor) -> torch.Tensor:
         """Loss of two ``(B, D)`` batches of embeddings, row ``i`` of each from the same image."""
-        return torch.stack(list(self.terms(z_a, z_b).values())).sum()
+        return sum_of_terms(self.terms(z_a, z_b))
 
     def terms(self, z_a: torch.Tensor, z_b: torch.Tensor) -> dict[str, torch.Tensor]:
         """The loss's two weighted terms, ``invariance`` (on the diagonal) and ``redundancy`` (off it), which sum

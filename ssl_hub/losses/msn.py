@@ -15,7 +15,7 @@ from torch.nn import functional as F
 from ssl_hub import distributed
 from ssl_hub._validation import check_non_negative, check_positive, check_positive_int
 from ssl_hub.losses.swav import sinkhorn
-from ssl_hub.losses.utils import at_least_float32
+from ssl_hub.losses.utils import at_least_float32, sum_of_terms
 
 
 class MSNLoss(nn.Module):
@@ -74,8 +74,7 @@ class MSNLoss(nn.Module):
             prototypes: ``(K, D)`` prototypes.
             target_sharpen_temperature: Sharpening temperature ``T`` of the targets (0.25).
         """
-        terms = self.terms(anchors, targets, prototypes, target_sharpen_temperature)
-        return torch.stack(list(terms.values())).sum()
+        return sum_of_terms(self.terms(anchors, targets, prototypes, target_sharpen_temperature))
 
     def terms(
         self,

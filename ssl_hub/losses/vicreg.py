@@ -8,7 +8,7 @@ from torch.nn import functional as F
 
 from ssl_hub import distributed
 from ssl_hub._validation import check_non_negative
-from ssl_hub.losses.utils import at_least_float32
+from ssl_hub.losses.utils import at_least_float32, sum_of_terms
 
 
 def invariance_loss(x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
@@ -77,7 +77,7 @@ class VICRegLoss(nn.Module):
 
     def forward(self, z_a: torch.Tensor, z_b: torch.Tensor) -> torch.Tensor:
         """Loss of two ``(B, D)`` batches of embeddings, row ``i`` of each from the same image."""
-        return torch.stack(list(self.terms(z_a, z_b).values())).sum()
+        return sum_of_terms(self.terms(z_a, z_b))
 
     def terms(self, z_a: torch.Tensor, z_b: torch.Tensor) -> dict[str, torch.Tensor]:
         """The loss's three weighted terms, ``invariance``, ``variance`` and ``covariance``, which sum to it."""

@@ -15,6 +15,7 @@ from timm.models import parse_model_name
 from torch import nn
 from transformers.utils import ModelOutput
 
+from ssl_hub.losses.utils import sum_of_terms
 from ssl_hub.modules.backbone import create_backbone, feature_dim, fit_input_size
 from ssl_hub.transforms.multi_view import MultiViewTransform
 
@@ -113,7 +114,7 @@ class SSLMethodOutput(ModelOutput):
         and ``metrics`` are logged too."""
         logged = {f"loss_{name}": term.detach() for name, term in terms.items()}
         logged.update({name: value.detach() for name, value in metrics.items()})
-        return cls(loss=torch.stack(list(terms.values())).sum(), metrics=logged)
+        return cls(loss=sum_of_terms(terms), metrics=logged)
 
 
 class SSLMethod(nn.Module):
