@@ -10,6 +10,14 @@ from ssl_hub._validation import check_non_negative, check_positive_int, check_pr
 from ssl_hub.transforms.multi_view import blur_kernel_size, to_normalized_tensor
 
 
+class RandomApply(v2.RandomApply):
+    """torchvision's ``RandomApply`` with its probability in the repr (torchvision's lists only the transforms), so
+    the augmentation recorded in a model card says how often each step applies."""
+
+    def extra_repr(self) -> str:
+        return f"p={self.p}, {super().extra_repr().strip()}"
+
+
 def view_augmentation(
     owner: str,
     *,
@@ -79,13 +87,13 @@ def view_augmentation(
         v2.RandomResizedCrop(
             input_size, scale=(min_scale, max_scale), interpolation=InterpolationMode.BICUBIC, antialias=True
         ),
-        v2.RandomApply([rotation], p=rr_prob),
+        RandomApply([rotation], p=rr_prob),
         v2.RandomHorizontalFlip(p=hf_prob),
         v2.RandomVerticalFlip(p=vf_prob),
-        v2.RandomApply([color_jitter], p=cj_prob),
+        RandomApply([color_jitter], p=cj_prob),
         v2.RandomGrayscale(p=random_gray_scale),
         to_image,
-        v2.RandomApply([blur], p=gaussian_blur),
+        RandomApply([blur], p=gaussian_blur),
         v2.RandomSolarize(threshold=128, p=solarization_prob),
         *to_float,
     ]
