@@ -92,6 +92,12 @@ def raw_pixel_knn(train: np.ndarray, train_labels: np.ndarray, test: np.ndarray,
     return knn_accuracy(as_features[0], labels[0], as_features[1], labels[1], k=200, temperature=0.1)
 
 
+def row_label(method: str, transform_kwargs: dict[str, Any]) -> str:
+    """The method's name, plus the augmentation arguments that change its views (the table averages the seeds of
+    one label, so runs with other views must not share it): ``barlowtwins, gaussian_blur=0.0``."""
+    return ", ".join([method, *(f"{key}={value}" for key, value in transform_kwargs.items())])
+
+
 def run_one(make_method: Any, name: str, seed: int, args: argparse.Namespace, data: dict[str, Any]) -> dict[str, Any]:
     torch.manual_seed(seed)
     method = make_method()
@@ -112,9 +118,8 @@ def run_one(make_method: Any, name: str, seed: int, args: argparse.Namespace, da
     if args.warmup_ratio is not None:
         training_args["warmup_steps"] = args.warmup_ratio
     start = time.perf_counter()
-    transform = method.make_transform(IMAGE_SIZE, **args.transform_kwargs)
-    result = ssl_hub.pretrain(method, data["pretrain"], training_args, image_size=IMAGE_SIZE, transform=transform,
-                              save=False)  # fmt: skip
+    result = ssl_hub.pretrain(method, data["pretrain"], training_args, image_size=IMAGE_SIZE,
+                              transform_kwargs=args.transform_kwargs, save=False)  # fmt: skip
     seconds = time.perf_counter() - start
     published = getattr(method, method.published_backbone)
     accuracy = evaluate_backbone(published, data["eval"], DATA_CONFIG, knn=True, linear=True,
@@ -256,12 +261,13 @@ def main() -> None:
         references = LIGHTLY_METHODS
     for name in args.methods:
         kwargs = {"backbone_kwargs": args.backbone_kwargs, **CPU_BUDGET_KWARGS.get(name, {})}
+        label = row_label(name, args.transform_kwargs)
         for seed in args.seeds:
             if not args.lightly_only:
-                report(run_one(partial(ssl_hub.create_method, name, args.backbone, **kwargs), name, seed, args, data))
+                report(run_one(partial(ssl_hub.create_method, name, args.backbone, **kwargs), label, seed, args, data))
             if name in references:
                 lightly = partial(references[name], args.backbone, **kwargs)
-                report(run_one(lightly, f"lightly {name}", seed, args, data))
+                report(run_one(lightly, f"lightly {label}", seed, args, data))
 
     print("\n" + markdown_table(rows))
 

@@ -44,6 +44,13 @@ class PretrainCommand:
     backbone_kwargs: str | None = field(
         default=None, metadata={"help": "JSON of timm.create_model arguments, e.g. '{\"drop_path_rate\": 0.1}'."}
     )
+    transform_kwargs: str | None = field(
+        default=None,
+        metadata={
+            "help": "JSON of the method's augmentation arguments, e.g. '{\"gaussian_blur\": 0.0}' to switch blur off "
+            "on CIFAR-sized images."
+        },
+    )
     license: str = field(default="apache-2.0", metadata={"help": "Licence of the weights, for the model card."})
     knn: bool = field(
         default=True,
@@ -59,6 +66,19 @@ class PretrainCommand:
 def _fail(command: str, message: str, code: int = 1) -> int:
     print(f"ssl-hub {command}: error: {message}", file=sys.stderr)
     return code
+
+
+def _json_object(flag: str, text: str | None, example: str) -> dict[str, Any]:
+    """The JSON object given as ``flag`` (``{}`` when not given); ``ValueError`` saying what is wrong otherwise."""
+    if not text:
+        return {}
+    try:
+        value = json.loads(text)
+    except json.JSONDecodeError as error:
+        raise ValueError(f"{flag} is not valid JSON ({error}): pass e.g. '{example}'.") from None
+    if not isinstance(value, dict):
+        raise ValueError(f"{flag} must be a JSON object such as '{example}', got {text!r}.")
+    return value
 
 
 def _pop_push_to_hub(argv: list[str]) -> tuple[str | None, list[str]]:
@@ -121,13 +141,15 @@ def _pretrain(command: PretrainCommand, method_class: Any, method_config: Any, a
     from ssl_hub.training.pretrain import pretrain
 
     try:
-        backbone_kwargs = json.loads(command.backbone_kwargs) if command.backbone_kwargs else {}
+        backbone_kwargs = _json_object("--backbone_kwargs", command.backbone_kwargs, '{"drop_path_rate": 0.1}')
+        transform_kwargs = _json_object("--transform_kwargs", command.transform_kwargs, '{"gaussian_blur": 0.0}')
         method = method_class(command.backbone, method_config, backbone_kwargs=backbone_kwargs)
         result = pretrain(
             method,
             command.data,
             args,
             image_size=command.image_size,
+            transform_kwargs=transform_kwargs,
             eval_dataset=command.eval_data,
             knn=command.knn,
             knn_k=command.knn_k,
@@ -264,11 +286,9 @@ def run_convert(argv: list[str]) -> int:
     from ssl_hub.conversion import convert_checkpoint
 
     try:
-        model_args = json.loads(args.model_args) if args.model_args else None
-    except json.JSONDecodeError as error:
-        return _fail("convert", f"--model-args is not valid JSON ({error}): pass e.g. '{{\"num_heads\": 12}}'.")
-    if model_args is not None and not isinstance(model_args, dict):
-        return _fail("convert", f"--model-args must be a JSON object, got {args.model_args!r}.")
+        model_args = _json_object("--model-args", args.model_args, '{"num_heads": 12}')
+    except ValueError as error:
+        return _fail("convert", str(error))
     try:
         result = convert_checkpoint(
             args.checkpoint,

@@ -110,6 +110,35 @@ def test_no_knn_skips_the_evaluation(tmp_path: Path) -> None:
     assert config["ssl_hub"]["training"]["global_step"] == 1
 
 
+def test_transform_kwargs_reach_the_augmentation_and_its_record(tmp_path: Path) -> None:
+    out = tmp_path / "out"
+    arguments = ["--output-dir", str(out), "--max_steps", "1", "--per_device_train_batch_size", "8", "--no_knn"]
+    view_arguments = ["--transform_kwargs", '{"gaussian_blur": 0.0}']
+    assert main(["pretrain", "--method", "byol", "--backbone", "test_resnet", *view_arguments, *arguments]) == 0
+    augmentation = json.loads((out / "config.json").read_text())["ssl_hub"]["training"]["augmentation"]
+    blur_steps = [line.strip() for line in augmentation.splitlines() if "GaussianBlur" in line]
+    assert len(blur_steps) == 2  # BYOL's two views, blurred by default with probabilities 1.0 and 0.1
+    assert all(step.startswith("RandomApply(p=0.0, GaussianBlur(") for step in blur_steps)
+
+
+@pytest.mark.parametrize(
+    ("flags", "message"),
+    [
+        (["--transform_kwargs", "{gaussian_blur: 0}"], "--transform_kwargs is not valid JSON"),
+        (["--transform_kwargs", "[0.0]"], "--transform_kwargs must be a JSON object such as"),
+        (["--transform_kwargs", '{"blur": 0.0}'], "unexpected keyword argument 'blur'"),
+        (["--backbone_kwargs", "drop_path_rate=0.1"], "--backbone_kwargs is not valid JSON"),
+    ],
+)
+def test_malformed_json_arguments_fail_with_clear_messages(
+    flags: list[str], message: str, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    arguments = ["--output-dir", str(tmp_path / "out"), "--max_steps", "1", "--no_knn", *flags]
+    assert main(["pretrain", "--method", "byol", "--backbone", "test_resnet", *arguments]) == 1
+    assert message in capsys.readouterr().err
+    assert not (tmp_path / "out").exists()
+
+
 @pytest.mark.parametrize(
     ("version", "small", "optimizer", "rate"),
     [

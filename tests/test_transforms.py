@@ -11,6 +11,7 @@ from torchvision.transforms import InterpolationMode, v2
 from ssl_hub.transforms import (
     IMAGENET_NORMALIZE,
     BYOLTransform,
+    BYOLView1Transform,
     MultiViewTransform,
     SimCLRTransform,
     SimCLRViewTransform,
@@ -79,18 +80,33 @@ def test_multi_view_transform_keeps_view_order(image: Image.Image) -> None:
         MultiViewTransform([])
 
 
-def test_byol_views_differ_in_blur_and_solarization(image: Image.Image) -> None:
-    transform = BYOLTransform(input_size=16)
-    assert [v.shape for v in transform(image)] == [(3, 16, 16), (3, 16, 16)]
-    probabilities = [
+def byol_view_probabilities(transform: BYOLTransform) -> list[dict[str, float]]:
+    """Each view's probabilities of blur, solarization and the other random steps, by transform name."""
+    return [
         {type(t.transforms[0]).__name__: t.p for t in view.transforms if isinstance(t, v2.RandomApply)}
         | {"solarize": next(t.p for t in view.transforms if isinstance(t, v2.RandomSolarize))}
         for view in transform.transforms
     ]
+
+
+def test_byol_views_differ_in_blur_and_solarization(image: Image.Image) -> None:
+    transform = BYOLTransform(input_size=16)
+    assert [v.shape for v in transform(image)] == [(3, 16, 16), (3, 16, 16)]
+    probabilities = byol_view_probabilities(transform)
     assert probabilities[0]["GaussianBlur"] == 1.0
     assert probabilities[0]["solarize"] == 0.0
     assert probabilities[1]["GaussianBlur"] == 0.1
     assert probabilities[1]["solarize"] == 0.2
+
+
+def test_byol_view_arguments_reach_both_default_views(image: Image.Image) -> None:
+    transform = BYOLTransform(input_size=16, gaussian_blur=0.0, cj_prob=0.5)
+    first, second = byol_view_probabilities(transform)
+    assert first["GaussianBlur"] == second["GaussianBlur"] == 0.0
+    assert first["ColorJitter"] == second["ColorJitter"] == 0.5
+    assert (first["solarize"], second["solarize"]) == (0.0, 0.2)  # what was not given keeps each view's default
+    with pytest.raises(ValueError, match="gaussian_blur"):
+        BYOLTransform(input_size=16, view_1_transform=BYOLView1Transform(input_size=16), gaussian_blur=0.0)
 
 
 @pytest.mark.parametrize("input_size", [32, 224])

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import logging
 import math
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, cast
@@ -113,6 +113,7 @@ def pretrain(
     *,
     image_size: int | None = None,
     transform: Callable[[Any], Sequence[Any]] | None = None,
+    transform_kwargs: Mapping[str, Any] | None = None,
     eval_dataset: Any = None,
     callbacks: Sequence[TrainerCallback] = (),
     knn: bool = True,
@@ -134,7 +135,9 @@ def pretrain(
             any torch Dataset (see :func:`ssl_hub.data.resolve.resolve_data`).
         training_args: ``TrainingArguments``, or a dict of them merged over the method's recommended values.
         image_size: View size in pixels; defaults to the transform's, 32 for the demo set, else the backbone's.
-        transform: Image -> list of views; defaults to ``method.make_transform(image_size)``.
+        transform: Image -> list of views; defaults to ``method.make_transform(image_size, **transform_kwargs)``.
+        transform_kwargs: Arguments of the method's default augmentation, e.g. ``{"gaussian_blur": 0.0}`` to switch
+            blur off on CIFAR-sized images; not with ``transform``.
         eval_dataset: Labelled held-out images for the kNN evaluation (``dataset`` is the kNN bank).
         callbacks: More Trainer callbacks.
         knn: Evaluate the kNN top-1 before and after pretraining when the data has a labelled held-out split (two
@@ -149,6 +152,9 @@ def pretrain(
     Raises:
         NonFiniteLossError: The loss became NaN / infinite; the last finite state is saved as a checkpoint.
     """
+    if transform is not None and transform_kwargs:
+        raise ValueError("pretrain: transform_kwargs are arguments of the method's default transform; pass them to "
+                         "the transform you give instead.")  # fmt: skip
     if not isinstance(training_args, TrainingArguments):
         training_args = training_arguments(method, **(training_args or {}))
     splits = resolve_data(dataset, eval_dataset)
@@ -158,7 +164,7 @@ def pretrain(
         or (DEMO_IMAGE_SIZE if dataset is None else get_model_input_config(method.backbone)["input_size"][-1])
     )
     method.fit_input_size(image_size)
-    transform = transform or method.make_transform(input_size=image_size)
+    transform = transform or method.make_transform(input_size=image_size, **(transform_kwargs or {}))
     normalize = getattr(transform, "normalize", None) or {"mean": IMAGENET_DEFAULT_MEAN, "std": IMAGENET_DEFAULT_STD}
     data_config = {
         "input_size": (3, image_size, image_size),

@@ -101,6 +101,9 @@ class BYOLTransform(MultiViewTransform):
         input_size: Side of both views, used when a view transform is not given.
         view_1_transform: The first view's transform (default ``BYOLView1Transform(input_size)``).
         view_2_transform: The second view's transform (default ``BYOLView2Transform(input_size)``).
+        view_kwargs: Arguments of both default view transforms, on top of each one's own defaults, e.g.
+            ``gaussian_blur=0.0`` to switch blur off in both views, as CIFAR-sized recipes do. Not with a given view
+            transform: give it its own arguments.
     """
 
     def __init__(
@@ -108,7 +111,13 @@ class BYOLTransform(MultiViewTransform):
         input_size: int = 224,
         view_1_transform: v2.Transform | None = None,
         view_2_transform: v2.Transform | None = None,
+        **view_kwargs: Any,
     ) -> None:
-        view_1 = view_1_transform or BYOLView1Transform(input_size=input_size)
-        view_2 = view_2_transform or BYOLView2Transform(input_size=input_size)
+        if view_kwargs and (view_1_transform is not None or view_2_transform is not None):
+            raise ValueError(
+                f"{type(self).__name__}: the view arguments {sorted(view_kwargs)} apply to the default view transforms "
+                "only; pass them to the view transforms you give instead."
+            )
+        view_1 = view_1_transform or BYOLView1Transform(input_size=input_size, **view_kwargs)
+        view_2 = view_2_transform or BYOLView2Transform(input_size=input_size, **view_kwargs)
         super().__init__([view_1, view_2], input_size=input_size, normalize=IMAGENET_NORMALIZE)

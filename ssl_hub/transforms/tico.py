@@ -20,4 +20,5 @@ class TiCoTransform(BYOLTransform):
         input_size: Side of both views, used when a view transform is not given.
         view_1_transform: The first view's transform (default ``BYOLView1Transform(input_size)``).
         view_2_transform: The second view's transform (default ``BYOLView2Transform(input_size)``).
+        view_kwargs: Arguments of both default view transforms (see :class:`~ssl_hub.transforms.BYOLTransform`).
     """
