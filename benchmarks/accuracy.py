@@ -92,10 +92,10 @@ def raw_pixel_knn(train: np.ndarray, train_labels: np.ndarray, test: np.ndarray,
     return knn_accuracy(as_features[0], labels[0], as_features[1], labels[1], k=200, temperature=0.1)
 
 
-def row_label(method: str, transform_kwargs: dict[str, Any]) -> str:
-    """The method's name, plus the augmentation arguments that change its views (the table averages the seeds of
-    one label, so runs with other views must not share it): ``barlowtwins, gaussian_blur=0.0``."""
-    return ", ".join([method, *(f"{key}={value}" for key, value in transform_kwargs.items())])
+def row_label(method: str, *overrides: dict[str, Any]) -> str:
+    """The method's name, plus the method and augmentation arguments given on the command line (the table averages
+    the seeds of one label, so runs of other settings must not share it): ``barlowtwins, gaussian_blur=0.0``."""
+    return ", ".join([method, *(f"{key}={value}" for given in overrides for key, value in given.items())])
 
 
 def run_one(make_method: Any, name: str, seed: int, args: argparse.Namespace, data: dict[str, Any]) -> dict[str, Any]:
@@ -131,6 +131,8 @@ def run_one(make_method: Any, name: str, seed: int, args: argparse.Namespace, da
         "optimizer": result.training["optimizer"], "learning_rate": result.training["learning_rate"],
         "augmentation": result.training["augmentation"].splitlines()[0],
     }  # fmt: skip
+    if args.method_kwargs:
+        row["method_kwargs"] = args.method_kwargs
     if args.transform_kwargs:
         row["transform_kwargs"] = args.transform_kwargs
     if result.training["final_metrics"]:  # the loss's terms and other diagnostics at the last log
@@ -187,6 +189,12 @@ def main() -> None:
     parser.add_argument("--backbone", default="resnet18")
     parser.add_argument(
         "--backbone-kwargs", type=json.loads, default={}, help="timm arguments, e.g. '{\"patch_size\": 8}' for ViTs"
+    )
+    parser.add_argument(
+        "--method-kwargs",
+        type=json.loads,
+        default={},
+        help="method config values over CPU_BUDGET_KWARGS, e.g. '{\"momentum_start\": 0.99}'; both implementations",
     )
     parser.add_argument(
         "--transform-kwargs",
@@ -260,8 +268,8 @@ def main() -> None:
 
         references = LIGHTLY_METHODS
     for name in args.methods:
-        kwargs = {"backbone_kwargs": args.backbone_kwargs, **CPU_BUDGET_KWARGS.get(name, {})}
-        label = row_label(name, args.transform_kwargs)
+        kwargs = {"backbone_kwargs": args.backbone_kwargs, **CPU_BUDGET_KWARGS.get(name, {}), **args.method_kwargs}
+        label = row_label(name, args.method_kwargs, args.transform_kwargs)
         for seed in args.seeds:
             if not args.lightly_only:
                 report(run_one(partial(ssl_hub.create_method, name, args.backbone, **kwargs), label, seed, args, data))
