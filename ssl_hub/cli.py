@@ -93,7 +93,11 @@ def run_pretrain(argv: list[str]) -> int:
     from transformers import HfArgumentParser, TrainingArguments
 
     from ssl_hub.methods.base import RECIPE_BATCH_SIZE
-    from ssl_hub.training.pretrain import recommended_training_arguments, scaled_learning_rate
+    from ssl_hub.training.pretrain import (
+        recipe_optimizer_arguments,
+        recommended_training_arguments,
+        scaled_learning_rate,
+    )
 
     first = argparse.ArgumentParser(prog="ssl-hub pretrain", add_help=False)
     first.add_argument("--method")
@@ -123,8 +127,9 @@ def run_pretrain(argv: list[str]) -> int:
             prog="ssl-hub pretrain",
             description=f"Pretrain with {method_class.display_name}. {rate_help}.",
         )
-        # learning_rate None = not given (argparse also accepts abbreviated flags): the recipe's, scaled to the batch
-        parser.set_defaults(**{**recipe, "output_dir": None, "learning_rate": None})
+        # None = not given (argparse also accepts abbreviated flags): learning_rate is the recipe's, scaled to the
+        # batch; optim_args the recipe's if the optimizer is
+        parser.set_defaults(**{**recipe, "output_dir": None, "learning_rate": None, "optim_args": None})
         return cast(tuple[Any, Any, Any], parser.parse_args_into_dataclasses(argv))
 
     # Twice: the recipe may follow the method's config (MoCo's version), which is known after the first parse.
@@ -134,6 +139,10 @@ def run_pretrain(argv: list[str]) -> int:
         return _fail("pretrain", "--output-dir is required.", code=2)
     if args.learning_rate is None:
         args.learning_rate = scaled_learning_rate(method_class, args, method_config)
+    if args.optim_args is None:
+        args.optim_args = recipe_optimizer_arguments(
+            recommended_training_arguments(method_class, method_config), args.optim
+        )
     return _pretrain(command, method_class, method_config, args, push_repo)
 
 

@@ -140,21 +140,25 @@ def test_malformed_json_arguments_fail_with_clear_messages(
 
 
 @pytest.mark.parametrize(
-    ("version", "small", "optimizer", "rate"),
+    ("flags", "optimizer", "optimizer_arguments", "rate"),
     [
-        ("2", ["--memory_bank_size", "64"], "sgd", 0.03),
-        ("3", ["--projection_hidden_dim", "32", "--prediction_hidden_dim", "32"], "adamw_torch_fused", 1e-3),
+        (["--version", "2", "--memory_bank_size", "64"], "sgd", "momentum=0.9", 0.03),
+        (["--version", "3", "--projection_hidden_dim", "32", "--prediction_hidden_dim", "32"],
+         "adamw_torch_fused", None, 1e-3),
+        (["--version", "2", "--memory_bank_size", "64", "--optim", "adamw_torch"], "adamw_torch", None, 0.03),
     ],
-)
+)  # fmt: skip
 def test_the_recipe_follows_the_method_config_given_on_the_command_line(
-    version: str, small: list[str], optimizer: str, rate: float, tmp_path: Path
+    flags: list[str], optimizer: str, optimizer_arguments: str | None, rate: float, tmp_path: Path
 ) -> None:
     out = tmp_path / "out"
     arguments = ["--output-dir", str(out), "--max_steps", "1", "--per_device_train_batch_size", "16", "--no_knn"]
-    code = main(["pretrain", "--method", "moco", "--version", version, "--backbone", "test_resnet", *small, *arguments])
-    assert code == 0
+    assert main(["pretrain", "--method", "moco", "--backbone", "test_resnet", *flags, *arguments]) == 0
     training = json.loads((out / "config.json").read_text())["ssl_hub"]["training"]
     assert (training["optimizer"], training["learning_rate"]) == (optimizer, pytest.approx(rate * 16 / 256))
+    assert training["optimizer_arguments"] == optimizer_arguments  # the recipe's momentum=0.9 is SGD's only
+    card = (out / "README.md").read_text()
+    assert f"| Optimizer | {optimizer}{f' ({optimizer_arguments})' if optimizer_arguments else ''}, learning" in card
 
 
 @pytest.mark.parametrize(

@@ -10,7 +10,7 @@ from typing import Any
 import pytest
 import torch
 from conftest import random_images
-from transformers import TrainerCallback
+from transformers import Trainer, TrainerCallback
 
 import ssl_hub
 from ssl_hub.data import ArrayImageDataset
@@ -110,6 +110,23 @@ def test_recipe_learning_rate_follows_the_global_batch(name: str, overrides: dic
     recipe = type(method).default_training_arguments()["learning_rate"]
     args = ssl_hub.training_arguments(method, output_dir="unused", report_to="none", **overrides)
     assert args.learning_rate == pytest.approx(recipe * factor)
+
+
+@pytest.mark.parametrize(
+    ("overrides", "momentum"),
+    [
+        ({}, 0.9),  # SimSiam's recipe: SGD with optim_args "momentum=0.9"
+        ({"optim": "sgd"}, 0.9),  # the recipe's optimizer named again
+        ({"optim": "sgd", "optim_args": "momentum=0.5"}, 0.5),
+        ({"optim": "rmsprop"}, 0.0),  # another optimizer: not SGD's momentum but its own default
+    ],
+)
+def test_the_recipe_optimizer_arguments_apply_to_its_optimizer_only(overrides: dict[str, Any], momentum: float) -> None:
+    method = ssl_hub.create_method("simsiam", "test_resnet")
+    args = ssl_hub.training_arguments(method, output_dir="unused", report_to="none", **overrides)
+    optimizer_class, kwargs = Trainer.get_optimizer_cls_and_kwargs(args, method)
+    assert optimizer_class.__name__ == ("RMSprop" if overrides.get("optim") == "rmsprop" else "SGD")
+    assert kwargs.get("momentum", 0.0) == momentum
 
 
 def test_a_learning_rate_the_user_sets_is_never_scaled() -> None:

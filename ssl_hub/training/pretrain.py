@@ -70,14 +70,23 @@ def scaled_learning_rate(
     return rate
 
 
+def recipe_optimizer_arguments(recipe: dict[str, Any], optim: Any) -> str | None:
+    """The recipe's ``optim_args`` if ``optim`` is the recipe's optimizer, else ``None``: they are arguments of that
+    optimizer (SGD's ``momentum=0.9`` would reach RMSprop if a user switched to it)."""
+    return recipe.get("optim_args") if getattr(optim, "value", optim) == recipe.get("optim") else None
+
+
 def training_arguments(method: SSLMethod, **overrides: Any) -> TrainingArguments:
     """``TrainingArguments`` with the method's recommended values (for its config), then ``overrides`` on top.
 
     Unless ``overrides`` sets ``learning_rate``, the recipe's rate is scaled to the global batch
-    (:func:`scaled_learning_rate`).
+    (:func:`scaled_learning_rate`). The recipe's ``optim_args`` apply only to the recipe's optimizer.
     """
     recipe = recommended_training_arguments(type(method), method.config)
-    args = TrainingArguments(**{**recipe, **overrides})
+    merged = {**recipe, **overrides}
+    if "optim_args" not in overrides:
+        merged["optim_args"] = recipe_optimizer_arguments(recipe, merged.get("optim"))
+    args = TrainingArguments(**merged)
     if "learning_rate" not in overrides:
         args.learning_rate = scaled_learning_rate(type(method), args, method.config)
     return args
@@ -219,6 +228,7 @@ def pretrain(
         * training_args.world_size
         * training_args.gradient_accumulation_steps,
         "optimizer": str(training_args.optim.value if hasattr(training_args.optim, "value") else training_args.optim),
+        "optimizer_arguments": training_args.optim_args,
         "learning_rate": training_args.learning_rate,
         "weight_decay": training_args.weight_decay,
         "lr_scheduler": str(getattr(training_args.lr_scheduler_type, "value", training_args.lr_scheduler_type)),
