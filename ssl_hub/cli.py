@@ -93,11 +93,7 @@ def run_pretrain(argv: list[str]) -> int:
     from transformers import HfArgumentParser, TrainingArguments
 
     from ssl_hub.methods.base import RECIPE_BATCH_SIZE
-    from ssl_hub.training.pretrain import (
-        recipe_optimizer_arguments,
-        recommended_training_arguments,
-        scaled_learning_rate,
-    )
+    from ssl_hub.training.pretrain import complete_from_recipe, recommended_training_arguments
 
     first = argparse.ArgumentParser(prog="ssl-hub pretrain", add_help=False)
     first.add_argument("--method")
@@ -137,12 +133,8 @@ def run_pretrain(argv: list[str]) -> int:
     command, method_config, args = parse(method_config)
     if not args.output_dir:
         return _fail("pretrain", "--output-dir is required.", code=2)
-    if args.learning_rate is None:
-        args.learning_rate = scaled_learning_rate(method_class, args, method_config)
-    if args.optim_args is None:
-        args.optim_args = recipe_optimizer_arguments(
-            recommended_training_arguments(method_class, method_config), args.optim
-        )
+    given = [name for name in ("learning_rate", "optim_args") if getattr(args, name) is not None]
+    complete_from_recipe(args, method_class, method_config, given)
     return _pretrain(command, method_class, method_config, args, push_repo)
 
 

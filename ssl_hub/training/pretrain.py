@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import logging
 import math
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Collection, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, cast
@@ -70,25 +70,32 @@ def scaled_learning_rate(
     return rate
 
 
-def recipe_optimizer_arguments(recipe: dict[str, Any], optim: Any) -> str | None:
-    """The recipe's ``optim_args`` if ``optim`` is the recipe's optimizer, else ``None``: they are arguments of that
-    optimizer (SGD's ``momentum=0.9`` would reach RMSprop if a user switched to it)."""
-    return recipe.get("optim_args") if getattr(optim, "value", optim) == recipe.get("optim") else None
+def complete_from_recipe(
+    args: TrainingArguments, method_class: type[SSLMethod], config: MethodConfig | None, given: Collection[str]
+) -> None:
+    """Fill in the recipe-dependent values of ``args`` that are not among the ``given`` argument names.
+
+    ``learning_rate``: the recipe's, scaled to the global batch (:func:`scaled_learning_rate`). ``optim_args``: the
+    recipe's if ``args.optim`` is the recipe's optimizer, else none, as they are that optimizer's arguments (SGD's
+    ``momentum=0.9`` would reach RMSprop if a user switched to it).
+    """
+    if "learning_rate" not in given:
+        args.learning_rate = scaled_learning_rate(method_class, args, config)
+    if "optim_args" not in given:
+        recipe = recommended_training_arguments(method_class, config)
+        is_recipe_optimizer = getattr(args.optim, "value", args.optim) == recipe.get("optim")
+        args.optim_args = recipe.get("optim_args") if is_recipe_optimizer else None
 
 
 def training_arguments(method: SSLMethod, **overrides: Any) -> TrainingArguments:
     """``TrainingArguments`` with the method's recommended values (for its config), then ``overrides`` on top.
 
-    Unless ``overrides`` sets ``learning_rate``, the recipe's rate is scaled to the global batch
-    (:func:`scaled_learning_rate`). The recipe's ``optim_args`` apply only to the recipe's optimizer.
+    What ``overrides`` leaves out follows the recipe's rules (:func:`complete_from_recipe`): the learning rate scaled
+    to the global batch, the recipe's ``optim_args`` for the recipe's optimizer only.
     """
     recipe = recommended_training_arguments(type(method), method.config)
-    merged = {**recipe, **overrides}
-    if "optim_args" not in overrides:
-        merged["optim_args"] = recipe_optimizer_arguments(recipe, merged.get("optim"))
-    args = TrainingArguments(**merged)
-    if "learning_rate" not in overrides:
-        args.learning_rate = scaled_learning_rate(type(method), args, method.config)
+    args = TrainingArguments(**{**recipe, **overrides})
+    complete_from_recipe(args, type(method), method.config, given=overrides)
     return args
 
 
