@@ -165,3 +165,16 @@ def test_a_methods_loss_terms_are_logged_by_the_trainer_and_sum_to_its_loss(tmp_
         assert sum(parts) == pytest.approx(losses[step], rel=1e-5)
         assert entry["embedding_std"] > 0
     assert result.training["final_metrics"] == {k: v for k, v in terms[4].items() if k not in ("epoch", "step")}
+
+
+def test_transform_kwargs_beside_a_transform_are_refused_before_anything_runs(tmp_path: Path) -> None:
+    method = ssl_hub.create_method("simclr", "test_resnet")
+    with pytest.raises(ValueError, match="transform_kwargs are arguments of the method's default transform"):
+        ssl_hub.pretrain(
+            method,
+            ArrayImageDataset(random_images(8, 32)),
+            {"output_dir": str(tmp_path / "run"), "max_steps": 1, "use_cpu": True},
+            transform=method.make_transform(input_size=32),
+            transform_kwargs={"gaussian_blur": 0.0},  # would be silently ignored by the given transform
+        )
+    assert not (tmp_path / "run").exists()
