@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import math
+import statistics
 from pathlib import Path
 
 import pytest
@@ -42,6 +43,17 @@ def test_loss_is_the_papers_symmetric_loss_of_online_predictions_and_target_proj
         loss = method(views=views).loss
     # Our loss is -(cos(p0, z1) + cos(p1, z0)) / 2; the paper's symmetric loss is 4 + 4 * it.
     assert 4 + 4 * loss.item() == pytest.approx(byol_reference(p0, p1, z0, z1), rel=1e-10)
+
+
+def test_logs_simsiams_collapse_monitor_on_the_online_projection() -> None:
+    torch.manual_seed(0)
+    method = ssl_hub.create_method("byol", backbone="test_resnet", **SMALL).double()
+    views = [torch.randn(4, 3, 32, 32, dtype=torch.float64) for _ in range(2)]
+    with torch.no_grad():
+        output = method(views=views)
+        z0 = torch.nn.functional.normalize(method.projection_head(method.backbone(views[0])), dim=1)
+    expected = sum(statistics.stdev(column) for column in z0.T.tolist()) / z0.shape[1]
+    assert output.metrics["l2_normalized_std"].item() == pytest.approx(expected, rel=1e-6)
 
 
 def test_gradient_flows_into_the_online_network_only() -> None:

@@ -4,6 +4,7 @@ predictor at a fixed rate), bad input."""
 from __future__ import annotations
 
 import math
+import statistics
 from pathlib import Path
 from typing import Any
 
@@ -50,6 +51,18 @@ def test_loss_is_the_papers_symmetric_negative_cosine(backbone: str) -> None:
         p0, p1 = method.prediction_head(z0), method.prediction_head(z1)
         loss = method(views=views).loss
     assert loss.item() == pytest.approx(simsiam_reference(p0, p1, z0, z1), rel=1e-10)
+
+
+def test_logs_the_papers_collapse_monitor_on_the_first_views_projection() -> None:
+    torch.manual_seed(0)
+    method = ssl_hub.create_method("simsiam", backbone="test_resnet", **SMALL).double()
+    views = small_views(torch.float64)
+    with torch.no_grad():
+        output = method(views=views)
+        z0 = torch.nn.functional.normalize(method.projection_head(method.backbone(views[0])), dim=1)
+    # Fig. 2: the per-channel std over the batch of z / ||z||, averaged over the channels.
+    expected = sum(statistics.stdev(column) for column in z0.T.tolist()) / z0.shape[1]
+    assert output.metrics["l2_normalized_std"].item() == pytest.approx(expected, rel=1e-6)
 
 
 def gradients(method: SimSiam, loss: torch.Tensor) -> list[torch.Tensor]:

@@ -1,4 +1,5 @@
-"""Evaluation of frozen backbones: kNN, linear probe, fine-tuning, and the kNN monitor for training runs."""
+"""Evaluation of frozen backbones: kNN, linear probe, fine-tuning, the kNN monitor for training runs, and the
+collapse measures of :mod:`ssl_hub.modules.collapse`."""
 
 from ssl_hub.eval.evaluate import evaluate_backbone as evaluate_backbone
 from ssl_hub.eval.evaluate import evaluate_published as evaluate_published
@@ -12,3 +13,5 @@ from ssl_hub.eval.knn import knn_accuracy as knn_accuracy
 from ssl_hub.eval.knn import knn_predict as knn_predict
 from ssl_hub.eval.linear import linear_probe as linear_probe
 from ssl_hub.eval.monitor import KNNMonitorCallback as KNNMonitorCallback
+from ssl_hub.modules.collapse import effective_rank as effective_rank
+from ssl_hub.modules.collapse import std_of_l2_normalized as std_of_l2_normalized

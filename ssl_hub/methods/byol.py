@@ -18,6 +18,7 @@ from ssl_hub._validation import check_positive_int, check_probability
 from ssl_hub.heads.byol import BYOLPredictionHead, BYOLProjectionHead
 from ssl_hub.losses.negative_cosine_similarity import NegativeCosineSimilarity
 from ssl_hub.methods.base import MethodConfig, Paper, SSLMethod, SSLMethodOutput
+from ssl_hub.modules.collapse import std_of_l2_normalized
 from ssl_hub.modules.ema import ema_copy
 from ssl_hub.registry import register_method
 from ssl_hub.transforms.byol import BYOLTransform
@@ -108,11 +109,13 @@ class BYOL(SSLMethod):
     def forward(self, views: Sequence[torch.Tensor]) -> SSLMethodOutput:
         self.check_views(views, count=2)
         # One pass per view, as in the official code: batch-norm statistics are those of one view's batch.
-        p0, p1 = (self.prediction_head(self.projection_head(self.backbone(v))) for v in views)  # (B, D) each
+        z0, z1 = (self.projection_head(self.backbone(v)) for v in views)  # online projections, (B, D) each
+        p0, p1 = self.prediction_head(z0), self.prediction_head(z1)  # (B, D) each
         with torch.no_grad():
-            z0, z1 = (self.teacher_projection_head(self.teacher_backbone(v)) for v in views)  # (B, D) each
-        loss = 0.5 * (self.criterion(p0, z1) + self.criterion(p1, z0))
-        return SSLMethodOutput(loss=loss)
+            t0, t1 = (self.teacher_projection_head(self.teacher_backbone(v)) for v in views)  # targets, (B, D) each
+        loss = 0.5 * (self.criterion(p0, t1) + self.criterion(p1, t0))
+        # SimSiam's collapse monitor on the online projection: 0 when collapsed, about 1 / sqrt(D) when healthy.
+        return SSLMethodOutput(loss=loss, metrics={"l2_normalized_std": std_of_l2_normalized(z0)})
 
     def callbacks(self) -> list[TrainerCallback]:
         from ssl_hub.training.callbacks import EMAUpdateCallback

@@ -18,6 +18,7 @@ from ssl_hub._validation import check_positive_int
 from ssl_hub.heads.byol import SimSiamPredictionHead, SimSiamProjectionHead
 from ssl_hub.losses.negative_cosine_similarity import NegativeCosineSimilarity
 from ssl_hub.methods.base import MethodConfig, Paper, SSLMethod, SSLMethodOutput, sgd_training_arguments
+from ssl_hub.modules.collapse import std_of_l2_normalized
 from ssl_hub.registry import register_method
 from ssl_hub.transforms.simsiam import SimSiamTransform
 
@@ -96,7 +97,8 @@ class SimSiam(SSLMethod):
         z0, z1 = (self.projection_head(self.backbone(v)) for v in views)  # (B, D) each
         p0, p1 = self.prediction_head(z0), self.prediction_head(z1)  # (B, D) each
         loss = 0.5 * (self.criterion(p0, z1.detach()) + self.criterion(p1, z0.detach()))
-        return SSLMethodOutput(loss=loss)
+        # The paper's collapse monitor (Fig. 2): 0 when collapsed, about 1 / sqrt(D) when healthy.
+        return SSLMethodOutput(loss=loss, metrics={"l2_normalized_std": std_of_l2_normalized(z0)})
 
     @classmethod
     def default_training_arguments(cls, config: MethodConfig | None = None) -> dict[str, Any]:

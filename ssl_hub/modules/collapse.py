@@ -1,0 +1,53 @@
+"""Label-free measures of representation collapse, to watch during pretraining and to compare trained backbones.
+
+- :func:`std_of_l2_normalized`: SimSiam's collapse monitor (Chen & He, 2021, arXiv:2011.10566, Fig. 2), the name
+  LightlySSL gives it. 0 when every embedding is the same vector; about ``1 / sqrt(D)`` when the embeddings spread
+  over the unit sphere as a zero-mean isotropic Gaussian's do.
+- :func:`effective_rank`: RankMe (Garrido et al., ICML 2023, arXiv:2210.02885), the effective rank of Roy & Vetterli
+  (2007). How many dimensions the features use: 1 for a rank-one feature matrix, ``k`` for ``k`` equal singular
+  values. Features whose few dominant directions swamp the rest score low; a cosine kNN, which weighs directions as
+  they come, can suffer from that where a linear probe, which rescales them, does not.
+"""
+
+from __future__ import annotations
+
+import torch
+from torch.nn import functional as F
+
+from ssl_hub._validation import check_positive
+
+
+def std_of_l2_normalized(embeddings: torch.Tensor) -> torch.Tensor:
+    """The standard deviation over the batch of the l2-normalised embeddings, averaged over the dimensions.
+
+    Args:
+        embeddings: ``(B, D)``, ``B >= 2``.
+
+    Returns:
+        A scalar tensor (no gradient).
+    """
+    if embeddings.ndim != 2 or embeddings.shape[0] < 2:
+        raise ValueError(f"std_of_l2_normalized takes (B, D) embeddings with B >= 2, got {tuple(embeddings.shape)}.")
+    with torch.no_grad():
+        return F.normalize(embeddings.float(), dim=1).std(dim=0).mean()
+
+
+def effective_rank(features: torch.Tensor, epsilon: float = 1e-7) -> float:
+    """RankMe: ``exp(-sum_k p_k log p_k)`` with ``p_k = s_k / sum(s) + epsilon`` over the singular values ``s_k`` of
+    the ``(N, D)`` feature matrix (paper eq. 1; not centred, as in the paper).
+
+    Args:
+        features: ``(N, D)`` features of ``N`` images, e.g. from :func:`~ssl_hub.eval.extract_features`.
+        epsilon: Keeps ``log p_k`` finite for zero singular values.
+
+    Returns:
+        The effective rank, between 1 and ``min(N, D)``.
+    """
+    check_positive("epsilon", epsilon, "effective_rank")
+    if features.ndim != 2 or min(features.shape) < 1:
+        raise ValueError(f"effective_rank takes (N, D) features, got {tuple(features.shape)}.")
+    singular_values = torch.linalg.svdvals(features.double())  # (min(N, D),)
+    if singular_values.sum() == 0:
+        raise ValueError("effective_rank: the features are all zero, so they have no rank.")
+    p = singular_values / singular_values.sum() + epsilon
+    return float(torch.exp(-(p * p.log()).sum()))

@@ -1,0 +1,77 @@
+"""Collapse measures: SimSiam's std of l2-normalised embeddings and RankMe's effective rank, against their formulas
+computed here in float64, on cases whose values are known in closed form, and on bad input."""
+
+from __future__ import annotations
+
+import math
+
+import pytest
+import torch
+
+from ssl_hub.eval import effective_rank, std_of_l2_normalized
+
+
+def std_of_l2_normalized_reference(rows: list[list[float]]) -> float:
+    """SimSiam Fig. 2: each row divided by its norm, the sample std of each column, their mean."""
+    normalized = [[x / math.sqrt(sum(v * v for v in row)) for x in row] for row in rows]
+    stds = []
+    for column in zip(*normalized, strict=True):
+        mean = sum(column) / len(column)
+        stds.append(math.sqrt(sum((x - mean) ** 2 for x in column) / (len(column) - 1)))
+    return sum(stds) / len(stds)
+
+
+def test_std_of_l2_normalized_is_the_papers_formula() -> None:
+    embeddings = torch.randn(7, 5, generator=torch.Generator().manual_seed(0), dtype=torch.float64) + 0.3
+    assert std_of_l2_normalized(embeddings).item() == pytest.approx(
+        std_of_l2_normalized_reference(embeddings.tolist()), rel=1e-6
+    )
+
+
+def test_std_of_l2_normalized_is_zero_when_collapsed_and_one_over_sqrt_d_when_isotropic() -> None:
+    one_direction = torch.tensor([[1.0, 2.0, -3.0]]) * torch.tensor([[0.5], [2.0], [7.0]])  # same direction, scaled
+    assert std_of_l2_normalized(one_direction).item() == pytest.approx(0.0, abs=1e-7)
+    isotropic = torch.randn(20000, 64, generator=torch.Generator().manual_seed(0))
+    assert std_of_l2_normalized(isotropic).item() == pytest.approx(1 / math.sqrt(64), rel=0.01)
+
+
+def test_std_of_l2_normalized_carries_no_gradient() -> None:
+    embeddings = torch.randn(4, 3, requires_grad=True)
+    assert not std_of_l2_normalized(embeddings).requires_grad
+
+
+def rank_me_reference(singular_values: list[float], epsilon: float = 1e-7) -> float:
+    """RankMe eq. 1: exp of the entropy of the l1-normalised singular values (each plus epsilon)."""
+    p = [s / sum(singular_values) + epsilon for s in singular_values]
+    return math.exp(-sum(x * math.log(x) for x in p))
+
+
+def test_effective_rank_is_rank_mes_formula() -> None:
+    features = torch.randn(30, 6, generator=torch.Generator().manual_seed(0), dtype=torch.float64)
+    features[:, 0] *= 10.0  # one dominant direction, so the rank is well below 6
+    singular_values = torch.linalg.svdvals(features).tolist()
+    assert effective_rank(features) == pytest.approx(rank_me_reference(singular_values), rel=1e-9)
+    assert 1.0 < effective_rank(features) < 5.0
+
+
+@pytest.mark.parametrize("rank", [1, 3, 8])
+def test_effective_rank_counts_equal_singular_values(rank: int) -> None:
+    # Orthonormal columns times 5: `rank` singular values of 5 and none other, so the effective rank is `rank`.
+    q, _ = torch.linalg.qr(torch.randn(40, rank, generator=torch.Generator().manual_seed(rank), dtype=torch.float64))
+    features = torch.cat([5 * q, torch.zeros(40, 8 - rank, dtype=torch.float64)], dim=1)  # (40, 8)
+    assert effective_rank(features, epsilon=1e-12) == pytest.approx(rank, rel=1e-6)
+
+
+@pytest.mark.parametrize(
+    ("call", "message"),
+    [
+        (lambda: std_of_l2_normalized(torch.randn(1, 4)), "B >= 2"),
+        (lambda: std_of_l2_normalized(torch.randn(4)), r"\(B, D\)"),
+        (lambda: effective_rank(torch.randn(2, 3, 4)), r"\(N, D\)"),
+        (lambda: effective_rank(torch.zeros(5, 3)), "all zero"),
+        (lambda: effective_rank(torch.randn(5, 3), epsilon=0.0), "epsilon"),
+    ],
+)
+def test_bad_input_is_refused_with_a_clear_message(call: object, message: str) -> None:
+    with pytest.raises(ValueError, match=message):
+        call()  # type: ignore[operator]
