@@ -10,7 +10,9 @@ import sys
 from pathlib import Path
 
 import pytest
+from conftest import random_images
 from huggingface_hub import ModelCard
+from PIL import Image
 
 import ssl_hub
 from ssl_hub.cli import main
@@ -88,6 +90,20 @@ def test_empty_data_folder_fails_with_a_clear_message(tmp_path: Path, capsys: py
     arguments = ["--data", str(tmp_path / "data"), "--output-dir", str(tmp_path / "out")]
     assert main(["pretrain", "--method", "simclr", "--backbone", "test_resnet", *arguments]) == 1
     assert "No images found under" in capsys.readouterr().err
+
+
+def test_fewer_images_than_one_batch_fail_with_a_clear_message_before_writing(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    (tmp_path / "data").mkdir()
+    for index, image in enumerate(random_images(5, 32)):
+        Image.fromarray(image).save(tmp_path / "data" / f"{index}.png")
+    arguments = ["--data", str(tmp_path / "data"), "--output-dir", str(tmp_path / "out")]
+    assert main(["pretrain", "--method", "simclr", "--backbone", "test_resnet", *arguments]) == 1
+    error = capsys.readouterr().err
+    assert "holds 5 images, fewer than one batch of 64 (64 per device on 1 process)" in error
+    assert "Lower per_device_train_batch_size to at most 5" in error
+    assert not (tmp_path / "out").exists()
 
 
 @pytest.mark.parametrize("name", ssl_hub.list_methods())

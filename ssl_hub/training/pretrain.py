@@ -122,6 +122,25 @@ def _optimizer(method: SSLMethod, args: TrainingArguments) -> torch.optim.Optimi
     return optimizer_class(method.parameter_groups(args.weight_decay), **optimizer_kwargs)
 
 
+def check_one_full_batch(num_images: int, args: TrainingArguments) -> None:
+    """Refuse data that fills no batch: with ``dataloader_drop_last`` (the default here) the Trainer would get no
+    batch at all and fail with a message about ``max_steps``."""
+    global_batch = args.per_device_train_batch_size * args.world_size
+    if args.dataloader_drop_last and num_images < global_batch:
+        largest_batch = num_images // args.world_size
+        remedy = (
+            f"Lower per_device_train_batch_size to at most {largest_batch} or add images"
+            if largest_batch
+            else "Add images or train on fewer processes"
+        )
+        raise ValueError(
+            f"The training data holds {num_images} images, fewer than one batch of {global_batch} "
+            f"({args.per_device_train_batch_size} per device on {args.world_size} process"
+            f"{'es' if args.world_size > 1 else ''}), and incomplete batches are dropped (dataloader_drop_last). "
+            f"{remedy}."
+        )
+
+
 def pretrain(
     method: SSLMethod,
     dataset: Any = None,
@@ -174,6 +193,7 @@ def pretrain(
     if not isinstance(training_args, TrainingArguments):
         training_args = training_arguments(method, **(training_args or {}))
     splits = resolve_data(dataset, eval_dataset)
+    check_one_full_batch(len(splits.train), training_args)
     image_size = (
         image_size
         or getattr(transform, "input_size", None)
