@@ -36,7 +36,7 @@ from ssl_hub.data import ArrayImageDataset, read_fashion_mnist
 from ssl_hub.data.fashion_mnist import FASHION_MNIST_CLASSES
 from ssl_hub.data.resolve import DataSplits
 from ssl_hub.data.sources import ImageDataset
-from ssl_hub.eval import evaluate_backbone, knn_accuracy
+from ssl_hub.eval import effective_rank, eval_transform, evaluate_backbone, extract_features, knn_accuracy
 from ssl_hub.modules.backbone import create_backbone
 
 IMAGE_SIZE = 32
@@ -133,6 +133,9 @@ def run_one(make_method: Any, name: str, seed: int, args: argparse.Namespace, da
         "optimizer": result.training["optimizer"], "learning_rate": result.training["learning_rate"],
         "augmentation": result.training["augmentation"].splitlines()[0],
     }  # fmt: skip
+    # RankMe of the test features: how many directions they use (cosine kNN suffers from a few dominant ones)
+    test_features, _ = extract_features(published, data["eval"].test, eval_transform(DATA_CONFIG))
+    row["feature_rank"] = effective_rank(test_features)
     if args.method_kwargs:
         row["method_kwargs"] = args.method_kwargs
     if args.transform_kwargs:

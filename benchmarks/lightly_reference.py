@@ -212,6 +212,7 @@ from lightly.transforms import (
 from lightly.transforms.aim_transform import AIMTransform
 from lightly.transforms.ijepa_transform import IJEPATransform
 from lightly.transforms.multi_view_transform import MultiViewTransform
+from lightly.utils.debug import std_of_l2_normalized
 from lightly.utils.scheduler import cosine_schedule, linear_warmup_schedule
 from timm.models.vision_transformer import VisionTransformer
 from torch import Tensor, nn
@@ -566,7 +567,7 @@ class LightlySimSiam(LightlyReference):
         z0, z1 = (self.projection_head(self.encode(v)) for v in views)  # (B, D) each
         p0, p1 = self.prediction_head(z0), self.prediction_head(z1)
         loss = 0.5 * (self.criterion(z0.detach(), p1) + self.criterion(z1.detach(), p0))
-        return SSLMethodOutput(loss=loss)
+        return SSLMethodOutput(loss=loss, metrics={"l2_normalized_std": std_of_l2_normalized(z0.detach())})
 
     def parameter_groups(self, weight_decay: float) -> list[dict[str, Any]]:
         groups = super().parameter_groups(weight_decay)  # the recipe's fixed predictor rate, as ours
@@ -708,11 +709,12 @@ class LightlyBYOL(LightlyReference):
 
     def forward(self, views: Sequence[Tensor]) -> SSLMethodOutput:
         self.check_views(views, count=2)
-        p0, p1 = (self.prediction_head(self.projection_head(self.encode(v))) for v in views)  # (B, D) each
+        z0, z1 = (self.projection_head(self.encode(v)) for v in views)  # online projections, (B, D) each
+        p0, p1 = self.prediction_head(z0), self.prediction_head(z1)
         with torch.no_grad():
-            z0, z1 = (self.projection_head_momentum(self.backbone_momentum(v).flatten(start_dim=1)) for v in views)
-        loss = 0.5 * (self.criterion(p0, z1) + self.criterion(p1, z0))
-        return SSLMethodOutput(loss=loss)
+            t0, t1 = (self.projection_head_momentum(self.backbone_momentum(v).flatten(start_dim=1)) for v in views)
+        loss = 0.5 * (self.criterion(p0, t1) + self.criterion(p1, t0))
+        return SSLMethodOutput(loss=loss, metrics={"l2_normalized_std": std_of_l2_normalized(z0.detach())})
 
     def callbacks(self) -> list[TrainerCallback]:
         pairs = [(self.backbone, self.backbone_momentum), (self.projection_head, self.projection_head_momentum)]
