@@ -12,9 +12,19 @@ from ssl_hub.transforms import (
     IMAGENET_NORMALIZE,
     BYOLTransform,
     BYOLView1Transform,
+    DenseCLTransform,
+    DINOTransform,
+    IBOTTransform,
+    MoCoV2Transform,
+    MSNTransform,
     MultiViewTransform,
     SimCLRTransform,
     SimCLRViewTransform,
+    SimSiamTransform,
+    SMoGTransform,
+    SwaVTransform,
+    TiCoTransform,
+    VICRegTransform,
 )
 
 
@@ -122,3 +132,46 @@ def test_blur_spreads_a_point_by_the_drawn_sigma_at_any_image_size(input_size: i
     offsets = torch.arange(31, dtype=torch.float64) - 15
     assert spread.sum().item() == pytest.approx(1.0)
     assert torch.sqrt((spread.sum(dim=0) * offsets**2).sum()).item() == pytest.approx(2.0, rel=0.01)
+
+
+def crop_interpolations(transform: object) -> set[InterpolationMode]:
+    """The interpolation of every random resized crop inside ``transform`` (nested Composes and view lists)."""
+    if isinstance(transform, v2.RandomResizedCrop):
+        return {transform.interpolation}
+    children = getattr(transform, "transforms", [])
+    return set().union(*(crop_interpolations(child) for child in children)) if children else set()
+
+
+VIEW_AUGMENTATION_TRANSFORMS = [
+    SimCLRTransform, SimSiamTransform, MoCoV2Transform, BYOLTransform, TiCoTransform, VICRegTransform, DINOTransform,
+    SwaVTransform, SMoGTransform, MSNTransform, DenseCLTransform, IBOTTransform,
+]  # fmt: skip
+
+
+@pytest.mark.parametrize("transform_class", VIEW_AUGMENTATION_TRANSFORMS)
+def test_every_crop_of_every_view_takes_the_interpolation_given(transform_class: type) -> None:
+    assert crop_interpolations(transform_class(input_size=32)) == {InterpolationMode.BICUBIC}
+    assert crop_interpolations(transform_class(input_size=32, interpolation="bilinear")) == {InterpolationMode.BILINEAR}
+    with pytest.raises(ValueError, match="interpolation must be one of nearest, bilinear, bicubic, got 'cubic'"):
+        transform_class(input_size=32, interpolation="cubic")
+
+
+def resized(image: Image.Image, mode: InterpolationMode) -> torch.Tensor:
+    return v2.Compose([v2.Resize((20, 20), interpolation=mode), v2.ToImage(), v2.ToDtype(torch.float32, scale=True)])(
+        image
+    )
+
+
+@pytest.mark.parametrize(
+    ("mode", "other"),
+    [(InterpolationMode.BILINEAR, InterpolationMode.BICUBIC), (InterpolationMode.BICUBIC, InterpolationMode.BILINEAR)],
+)
+def test_a_full_crop_is_resized_with_the_interpolation_given(
+    image: Image.Image, mode: InterpolationMode, other: InterpolationMode
+) -> None:
+    off = {"cj_prob": 0.0, "min_scale": 1.0, "random_gray_scale": 0.0, "gaussian_blur": 0.0, "hf_prob": 0.0}
+    view = SimCLRViewTransform(input_size=20, normalize=None, interpolation=mode.value, **off)
+    torch.manual_seed(0)  # a full-scale crop of a square image with ratio 1 is the whole image
+    outputs = [view(image) for _ in range(5)]
+    assert any(torch.allclose(o, resized(image, mode), atol=1e-5) for o in outputs)
+    assert not any(torch.allclose(o, resized(image, other), atol=1e-5) for o in outputs)

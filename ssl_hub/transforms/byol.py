@@ -34,6 +34,7 @@ class BYOLView1Transform(v2.Compose):
         rr_prob: Probability of a rotation.
         rr_degrees: Rotation range in degrees; ``None`` rotates by exactly 90 degrees.
         normalize: ``{"mean", "std"}`` to normalise with, or ``None``.
+        interpolation: Resampling of the random resized crop: ``"bicubic"``, ``"bilinear"`` or ``"nearest"``.
     """
 
     def __init__(
@@ -56,6 +57,7 @@ class BYOLView1Transform(v2.Compose):
         rr_prob: float = 0.0,
         rr_degrees: float | Sequence[float] | None = None,
         normalize: dict[str, tuple[float, ...]] | None = IMAGENET_NORMALIZE,
+        interpolation: str = "bicubic",
     ) -> None:
         super().__init__(
             view_augmentation(
@@ -78,6 +80,7 @@ class BYOLView1Transform(v2.Compose):
                 rr_prob=rr_prob,
                 rr_degrees=rr_degrees,
                 normalize=normalize,
+                interpolation=interpolation,
             )
         )
 

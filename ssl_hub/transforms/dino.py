@@ -43,6 +43,7 @@ class DINOTransform(MultiViewTransform):
         sigmas: Range of the blur's standard deviation.
         solarization_prob: Probability of solarizing the second global crop.
         normalize: ``{"mean", "std"}`` to normalise with, or ``None``.
+        interpolation: Resampling of the random resized crop: ``"bicubic"``, ``"bilinear"`` or ``"nearest"``.
         input_size: Overrides ``global_crop_size`` (what ``method.make_transform(input_size)`` passes).
     """
 
@@ -69,6 +70,7 @@ class DINOTransform(MultiViewTransform):
         sigmas: tuple[float, float] = (0.1, 2.0),
         solarization_prob: float = 0.2,
         normalize: dict[str, tuple[float, ...]] | None = IMAGENET_NORMALIZE,
+        interpolation: str = "bicubic",
         input_size: int | None = None,
     ) -> None:
         check_positive_int("n_local_views", n_local_views, type(self).__name__, minimum=0)
@@ -103,6 +105,7 @@ class DINOTransform(MultiViewTransform):
                     rr_prob=rr_prob,
                     rr_degrees=rr_degrees,
                     normalize=normalize,
+                    interpolation=interpolation,
                 )
             )
 

@@ -41,6 +41,7 @@ class MSNTransform(MultiViewTransform):
         hf_prob: Probability of a horizontal flip.
         vf_prob: Probability of a vertical flip.
         normalize: ``{"mean", "std"}`` to normalise with, or ``None``.
+        interpolation: Resampling of the random resized crop: ``"bicubic"``, ``"bilinear"`` or ``"nearest"``.
         input_size: Overrides ``random_size`` (what ``method.make_transform(input_size)`` passes).
     """
 
@@ -65,6 +66,7 @@ class MSNTransform(MultiViewTransform):
         hf_prob: float = 0.5,
         vf_prob: float = 0.0,
         normalize: dict[str, tuple[float, ...]] | None = IMAGENET_NORMALIZE,
+        interpolation: str = "bicubic",
         input_size: int | None = None,
     ) -> None:
         owner = type(self).__name__
@@ -100,6 +102,7 @@ class MSNTransform(MultiViewTransform):
                     rr_prob=0.0,
                     rr_degrees=None,
                     normalize=normalize,
+                    interpolation=interpolation,
                 )
             )
 

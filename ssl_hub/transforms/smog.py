@@ -38,6 +38,7 @@ class SMoGTransform(MultiViewTransform):
         kernel_size: Blur kernel side; ``None`` for :func:`~ssl_hub.transforms.multi_view.blur_kernel_size`
             (10 % of each crop's side, at least 6 x the largest sigma + 1).
         normalize: ``{"mean", "std"}`` to normalise with, or ``None``.
+        interpolation: Resampling of the random resized crop: ``"bicubic"``, ``"bilinear"`` or ``"nearest"``.
         input_size: Side of the global crops when ``crop_sizes`` is not given (what ``method.make_transform``
             passes).
     """
@@ -61,6 +62,7 @@ class SMoGTransform(MultiViewTransform):
         random_gray_scale: float = 0.2,
         kernel_size: int | None = None,
         normalize: dict[str, tuple[float, ...]] | None = IMAGENET_NORMALIZE,
+        interpolation: str = "bicubic",
         input_size: int | None = None,
     ) -> None:
         owner = type(self).__name__
@@ -101,6 +103,7 @@ class SMoGTransform(MultiViewTransform):
                     rr_prob=0.0,
                     rr_degrees=None,
                     normalize=normalize,
+                    interpolation=interpolation,
                 )
             )
             views.extend([view] * count)

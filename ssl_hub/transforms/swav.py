@@ -40,6 +40,7 @@ class SwaVTransform(MultiViewTransform):
             (10 % of each crop's side, at least 6 x the largest sigma + 1).
         sigmas: Range of the blur's standard deviation.
         normalize: ``{"mean", "std"}`` to normalise with, or ``None``.
+        interpolation: Resampling of the random resized crop: ``"bicubic"``, ``"bilinear"`` or ``"nearest"``.
         input_size: Side of the global crops when ``crop_sizes`` is not given (what ``method.make_transform``
             passes).
     """
@@ -65,6 +66,7 @@ class SwaVTransform(MultiViewTransform):
         kernel_size: int | None = None,
         sigmas: tuple[float, float] = (0.1, 2.0),
         normalize: dict[str, tuple[float, ...]] | None = IMAGENET_NORMALIZE,
+        interpolation: str = "bicubic",
         input_size: int | None = None,
     ) -> None:
         owner = type(self).__name__
@@ -101,6 +103,7 @@ class SwaVTransform(MultiViewTransform):
                     rr_prob=rr_prob,
                     rr_degrees=rr_degrees,
                     normalize=normalize,
+                    interpolation=interpolation,
                 )
             )
             views.extend([view] * count)

@@ -41,6 +41,7 @@ class VICRegViewTransform(v2.Compose):
         rr_prob: Probability of a rotation.
         rr_degrees: Rotation range in degrees; ``None`` rotates by exactly 90 degrees.
         normalize: ``{"mean", "std"}`` to normalise with, or ``None``.
+        interpolation: Resampling of the random resized crop: ``"bicubic"``, ``"bilinear"`` or ``"nearest"``.
     """
 
     def __init__(
@@ -63,6 +64,7 @@ class VICRegViewTransform(v2.Compose):
         rr_prob: float = 0.0,
         rr_degrees: float | Sequence[float] | None = None,
         normalize: dict[str, tuple[float, ...]] | None = IMAGENET_NORMALIZE,
+        interpolation: str = "bicubic",
     ) -> None:
         check_probability("solarize_prob", solarize_prob, type(self).__name__)  # named as the user wrote it
         super().__init__(
@@ -86,6 +88,7 @@ class VICRegViewTransform(v2.Compose):
                 rr_prob=rr_prob,
                 rr_degrees=rr_degrees,
                 normalize=normalize,
+                interpolation=interpolation,
             )
         )
 

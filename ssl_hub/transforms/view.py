@@ -18,6 +18,16 @@ class RandomApply(v2.RandomApply):
         return f"p={self.p}, {super().extra_repr().strip()}"
 
 
+CROP_INTERPOLATIONS = ("nearest", "bilinear", "bicubic")
+
+
+def crop_interpolation(name: str, owner: str) -> InterpolationMode:
+    """The resampling mode called ``name`` (one of :data:`CROP_INTERPOLATIONS`), for a random resized crop."""
+    if name not in CROP_INTERPOLATIONS:
+        raise ValueError(f"{owner}: interpolation must be one of {', '.join(CROP_INTERPOLATIONS)}, got {name!r}.")
+    return InterpolationMode(name)
+
+
 def view_augmentation(
     owner: str,
     *,
@@ -40,11 +50,13 @@ def view_augmentation(
     rr_degrees: float | Sequence[float] | None,
     normalize: dict[str, tuple[float, ...]] | None,
     max_scale: float = 1.0,
+    interpolation: str = "bicubic",
 ) -> list[v2.Transform]:
     """Random resized crop, rotation, flips, colour jitter, grayscale, blur, solarization, then tensor + normalize.
 
     Argument names follow LightlySSL's view transforms; ``owner`` names the transform in error messages.
-    ``cj_*`` factors are multiplied by ``cj_strength``; ``rr_degrees=None`` rotates by exactly 90 degrees.
+    ``cj_*`` factors are multiplied by ``cj_strength``; ``rr_degrees=None`` rotates by exactly 90 degrees;
+    ``interpolation`` names the crop's resampling (:func:`crop_interpolation`).
     """
     check_positive_int("input_size", input_size, owner)
     for name, value in [
@@ -76,6 +88,7 @@ def view_augmentation(
         saturation=cj_strength * cj_sat,
         hue=min(0.5, cj_strength * cj_hue),
     )
+    resampling = crop_interpolation(interpolation, owner)
     rotation = v2.RandomRotation(degrees=(90.0, 90.0) if rr_degrees is None else rr_degrees)
     sigma = (float(sigmas[0]), float(sigmas[1]))
     blur = v2.GaussianBlur(kernel_size or blur_kernel_size(input_size, max(sigma)), sigma=sigma)
@@ -85,7 +98,10 @@ def view_augmentation(
     to_image, *to_float = to_normalized_tensor(normalize)
     return [
         v2.RandomResizedCrop(
-            input_size, scale=(min_scale, max_scale), interpolation=InterpolationMode.BICUBIC, antialias=True
+            input_size,
+            scale=(min_scale, max_scale),
+            interpolation=resampling,
+            antialias=True,
         ),
         RandomApply([rotation], p=rr_prob),
         v2.RandomHorizontalFlip(p=hf_prob),
