@@ -150,8 +150,11 @@ VIEW_AUGMENTATION_TRANSFORMS = [
 
 @pytest.mark.parametrize("transform_class", VIEW_AUGMENTATION_TRANSFORMS)
 def test_every_crop_of_every_view_takes_the_interpolation_given(transform_class: type) -> None:
-    assert crop_interpolations(transform_class(input_size=32)) == {InterpolationMode.BICUBIC}
-    assert crop_interpolations(transform_class(input_size=32, interpolation="bilinear")) == {InterpolationMode.BILINEAR}
+    # SimSiam's official code resizes bilinearly (torchvision's default); the others follow SimCLR's bicubic
+    default = InterpolationMode.BILINEAR if transform_class is SimSiamTransform else InterpolationMode.BICUBIC
+    assert crop_interpolations(transform_class(input_size=32)) == {default}
+    for mode in (InterpolationMode.BILINEAR, InterpolationMode.BICUBIC):
+        assert crop_interpolations(transform_class(input_size=32, interpolation=mode.value)) == {mode}
     with pytest.raises(ValueError, match="interpolation must be one of nearest, bilinear, bicubic, got 'cubic'"):
         transform_class(input_size=32, interpolation="cubic")
 
