@@ -122,7 +122,7 @@ def _optimizer(method: SSLMethod, args: TrainingArguments) -> torch.optim.Optimi
     return optimizer_class(method.parameter_groups(args.weight_decay), **optimizer_kwargs)
 
 
-def check_one_full_batch(num_images: int, args: TrainingArguments) -> None:
+def _check_one_full_batch(num_images: int, args: TrainingArguments) -> None:
     """Refuse data that fills no batch: with ``dataloader_drop_last`` (the default here) the Trainer would get no
     batch at all and fail with a message about ``max_steps``."""
     global_batch = args.per_device_train_batch_size * args.world_size
@@ -193,7 +193,7 @@ def pretrain(
     if not isinstance(training_args, TrainingArguments):
         training_args = training_arguments(method, **(training_args or {}))
     splits = resolve_data(dataset, eval_dataset)
-    check_one_full_batch(len(splits.train), training_args)
+    _check_one_full_batch(len(splits.train), training_args)
     image_size = (
         image_size
         or getattr(transform, "input_size", None)
