@@ -21,6 +21,7 @@ os.environ.setdefault("MKL_NUM_THREADS", "1")
 os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
 os.environ.setdefault("WANDB_DISABLED", "true")
 
+import math
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -50,6 +51,16 @@ def hub(hub_server: HubServer) -> HubState:
     hub_server.state.fail_commits.clear()
     hub_server.state.token = None
     return hub_server.state
+
+
+def std_of_l2_normalized_reference(rows: list[list[float]]) -> float:
+    """SimSiam's collapse monitor (Fig. 2): each row divided by its norm, the sample std of each column, their mean."""
+    normalized = [[x / math.sqrt(sum(v * v for v in row)) for x in row] for row in rows]
+    stds = []
+    for column in zip(*normalized, strict=True):
+        mean = sum(column) / len(column)
+        stds.append(math.sqrt(sum((x - mean) ** 2 for x in column) / (len(column) - 1)))
+    return sum(stds) / len(stds)
 
 
 def random_images(count: int, size: int = 32, seed: int = 0) -> np.ndarray:

@@ -7,18 +7,9 @@ import math
 
 import pytest
 import torch
+from conftest import std_of_l2_normalized_reference
 
 from ssl_hub.eval import effective_rank, std_of_l2_normalized
-
-
-def std_of_l2_normalized_reference(rows: list[list[float]]) -> float:
-    """SimSiam Fig. 2: each row divided by its norm, the sample std of each column, their mean."""
-    normalized = [[x / math.sqrt(sum(v * v for v in row)) for x in row] for row in rows]
-    stds = []
-    for column in zip(*normalized, strict=True):
-        mean = sum(column) / len(column)
-        stds.append(math.sqrt(sum((x - mean) ** 2 for x in column) / (len(column) - 1)))
-    return sum(stds) / len(stds)
 
 
 def test_std_of_l2_normalized_is_the_papers_formula() -> None:

@@ -4,12 +4,12 @@ predictor at a fixed rate), bad input."""
 from __future__ import annotations
 
 import math
-import statistics
 from pathlib import Path
 from typing import Any
 
 import pytest
 import torch
+from conftest import std_of_l2_normalized_reference
 from PIL import Image
 from teacher_state_checks import pretrain_a_few_steps
 from torchvision.transforms import v2
@@ -59,9 +59,8 @@ def test_logs_the_papers_collapse_monitor_on_the_first_views_projection() -> Non
     views = small_views(torch.float64)
     with torch.no_grad():
         output = method(views=views)
-        z0 = torch.nn.functional.normalize(method.projection_head(method.backbone(views[0])), dim=1)
-    # Fig. 2: the per-channel std over the batch of z / ||z||, averaged over the channels.
-    expected = sum(statistics.stdev(column) for column in z0.T.tolist()) / z0.shape[1]
+        z0 = method.projection_head(method.backbone(views[0]))
+    expected = std_of_l2_normalized_reference(z0.tolist())
     assert output.metrics["l2_normalized_std"].item() == pytest.approx(expected, rel=1e-6)
 
 
