@@ -3,10 +3,11 @@
 
 from __future__ import annotations
 
-from torchvision.transforms import InterpolationMode, v2
+from torchvision.transforms import v2
 
 from ssl_hub._validation import check_positive_int, check_probability
 from ssl_hub.transforms.multi_view import IMAGENET_NORMALIZE, MultiViewTransform, to_normalized_tensor
+from ssl_hub.transforms.view import crop_interpolation
 
 
 class IJEPATransform(MultiViewTransform):
@@ -20,6 +21,7 @@ class IJEPATransform(MultiViewTransform):
         min_scale: Smallest crop area, as a fraction of the image.
         hf_prob: Probability of a horizontal flip (0, as the official configs).
         normalize: ``{"mean", "std"}`` to normalise with, or ``None``.
+        interpolation: Resampling of the random resized crop: ``"bicubic"``, ``"bilinear"`` or ``"nearest"``.
     """
 
     def __init__(
@@ -28,16 +30,16 @@ class IJEPATransform(MultiViewTransform):
         min_scale: float = 0.3,
         hf_prob: float = 0.0,
         normalize: dict[str, tuple[float, ...]] | None = IMAGENET_NORMALIZE,
+        interpolation: str = "bicubic",
     ) -> None:
         owner = type(self).__name__
         check_positive_int("input_size", input_size, owner)
         check_probability("min_scale", min_scale, owner)
         check_probability("hf_prob", hf_prob, owner)
+        resampling = crop_interpolation(interpolation, owner)
         view = v2.Compose(
             [
-                v2.RandomResizedCrop(
-                    input_size, scale=(min_scale, 1.0), interpolation=InterpolationMode.BICUBIC, antialias=True
-                ),
+                v2.RandomResizedCrop(input_size, scale=(min_scale, 1.0), interpolation=resampling, antialias=True),
                 v2.RandomHorizontalFlip(p=hf_prob),
                 *to_normalized_tensor(normalize),
             ]

@@ -16,6 +16,7 @@ class SimMIMTransform(MAETransform):
         input_size: Side of the view in pixels.
         min_scale: Smallest crop area, as a fraction of the image.
         normalize: ``{"mean", "std"}`` to normalise with, or ``None``.
+        interpolation: Resampling of the random resized crop: ``"bicubic"``, ``"bilinear"`` or ``"nearest"``.
     """
 
     def __init__(
@@ -23,5 +24,6 @@ class SimMIMTransform(MAETransform):
         input_size: int = 224,
         min_scale: float = 0.67,
         normalize: dict[str, tuple[float, ...]] | None = IMAGENET_NORMALIZE,
+        interpolation: str = "bicubic",
     ) -> None:
-        super().__init__(input_size=input_size, min_scale=min_scale, normalize=normalize)
+        super().__init__(input_size=input_size, min_scale=min_scale, normalize=normalize, interpolation=interpolation)
