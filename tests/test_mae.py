@@ -2,11 +2,15 @@
 
 from __future__ import annotations
 
+import math
+
 import pytest
+import timm
 import torch
 from masked_image_reference import Capture, normalized, pixel_patch, squared_error
 from PIL import Image
 from timm.layers import build_sincos2d_pos_embed
+from torch import nn
 
 import ssl_hub
 from ssl_hub.losses import MAELoss
@@ -128,6 +132,25 @@ def test_fixed_size_vit_is_resized_by_fit_input_size() -> None:
     method.fit_input_size(32)  # what ssl_hub.pretrain does
     assert torch.isfinite(method(views=[images]).loss)
     assert method.encoder.grid_size((32, 32)) == (2, 2)
+
+
+def linear_weight_stds(vit: nn.Module) -> list[tuple[float, float]]:
+    """(std of the weights, Xavier-uniform's std sqrt(2 / (fan_in + fan_out))) of every linear layer of the blocks."""
+    return [(m.weight.std().item(), math.sqrt(2 / sum(m.weight.shape))) for m in vit.blocks.modules()
+            if isinstance(m, nn.Linear)]  # fmt: skip
+
+
+def test_a_vit_given_by_name_starts_from_the_papers_xavier_init() -> None:
+    """MAE initialises its Transformer blocks with xavier_uniform, following ViT's official code (appendix A.1); timm's
+    default is a truncated normal of std 0.02. The user's weight_init wins, and a model instance is left as built."""
+    for std, xavier in linear_weight_stds(ssl_hub.create_method("mae", "test_vit").backbone):
+        assert std == pytest.approx(xavier, rel=0.1)
+    chosen = ssl_hub.create_method("mae", "test_vit", backbone_kwargs={"weight_init": ""}).backbone
+    given = ssl_hub.create_method("mae", timm.create_model("test_vit", num_classes=0)).backbone
+    for vit in (chosen, given):
+        for std, xavier in linear_weight_stds(vit):
+            assert std == pytest.approx(0.02, rel=0.1)
+            assert xavier > 0.04  # far from Xavier's
 
 
 def test_transform_is_one_cropped_flipped_normalized_view() -> None:

@@ -149,7 +149,7 @@ class SSLMethod(nn.Module):
     # timm arguments the method gives a backbone it builds from an architecture name (the user's backbone_kwargs win;
     # a model instance or a published backbone is left as it is). Methods whose losses never reach a ViT's class token
     # (I-JEPA, SimMIM, AIM) publish the mean patch token, global_pool="avg", and warn about a backbone that pools the
-    # class token.
+    # class token; MAE initialises its ViT as its paper does, weight_init="jax".
     backbone_defaults: ClassVar[dict[str, Any]] = {}
     # Read by transformers.Trainer: the batch key holding the inputs, and no loss kwargs in forward.
     main_input_name: ClassVar[str] = "views"
@@ -165,10 +165,7 @@ class SSLMethod(nn.Module):
     ) -> None:
         super().__init__()
         self.config = self.config_class.build(config, kwargs, owner=type(self).__name__)
-        timm_kwargs = dict(backbone_kwargs or {})
-        if isinstance(backbone, str) and parse_model_name(backbone)[0] is None:
-            timm_kwargs = {**self.backbone_defaults, **timm_kwargs}
-        self.backbone = create_backbone(backbone, **timm_kwargs)
+        self.backbone = self._build_backbone(backbone, dict(backbone_kwargs or {}))
         if (
             self.backbone_defaults.get("global_pool") == "avg"
             and getattr(self.backbone, "global_pool", None) == "token"
@@ -184,6 +181,20 @@ class SSLMethod(nn.Module):
         # What the hub folder records about training (data_config, training, evaluation, dataset, license):
         # filled by ssl_hub.pretrain and load_method, used by save_pretrained.
         self.hub_info: dict[str, Any] = {}
+
+    def _build_backbone(self, backbone: str | nn.Module, timm_kwargs: dict[str, Any]) -> nn.Module:
+        """``create_backbone`` with :attr:`backbone_defaults` under the user's arguments for an architecture name. An
+        architecture that does not take a default (``weight_init`` on a ResNet) is built without them: the method's
+        own checks then say what it needs."""
+        defaults = {key: value for key, value in self.backbone_defaults.items() if key not in timm_kwargs}
+        if not (defaults and isinstance(backbone, str) and parse_model_name(backbone)[0] is None):
+            return create_backbone(backbone, **timm_kwargs)
+        try:
+            return create_backbone(backbone, **defaults, **timm_kwargs)
+        except TypeError as error:
+            model = create_backbone(backbone, **timm_kwargs)  # raises again if the user's arguments were the cause
+            logger.warning(f"{self.display_name}: {backbone} refused the defaults {defaults} ({error}); built without.")
+            return model
 
     def forward(self, views: Sequence[torch.Tensor]) -> SSLMethodOutput:
         """The loss of one batch of views; ``views[i]`` is ``(B, C, H_i, W_i)``."""

@@ -6,9 +6,12 @@ patches from the encoded visible patches and a shared mask token. The loss is th
 (per-patch normalised) pixels of the masked patches. Only the encoder is kept: the published backbone is the plain
 timm ViT; the decoder lives in ``ssl/``.
 
-Works on timm Vision Transformers (see :class:`ssl_hub.modules.MaskedVisionTransformer`). Differences from the
-official code (facebookresearch/mae): the encoder's position embedding is the timm ViT's own (learned, where MAE
-fixes a 2D sine-cosine one), and register / distillation tokens pass through the decoder as MAE's class token does.
+Works on timm Vision Transformers (see :class:`ssl_hub.modules.MaskedVisionTransformer`). A ViT given by name is
+initialised as MAE initialises its encoder, "xavier_uniform ... following ViT's official code" (appendix A.1): timm's
+``weight_init="jax"``, that code's scheme. Differences from the official code (facebookresearch/mae): the encoder's
+position embedding is the timm ViT's own (learned, where MAE fixes a 2D sine-cosine one), its class token starts at
+std 1e-6 (MAE: 0.02) and its patch embedding LeCun-normal (MAE: Xavier over the flattened kernel), and register /
+distillation tokens pass through the decoder as MAE's class token does.
 """
 
 from __future__ import annotations
@@ -16,7 +19,7 @@ from __future__ import annotations
 import math
 from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, ClassVar
 
 import torch
 from timm.layers import LayerNorm, build_sincos2d_pos_embed
@@ -166,6 +169,8 @@ class MAE(SSLMethod):
     paper = PAPER
     learning_rate_scaling = "linear"
     requires_vit = True
+    # Xavier-uniform linear layers, as the paper (timm's default is a truncated normal of std 0.02)
+    backbone_defaults: ClassVar[dict[str, Any]] = {"weight_init": "jax"}
     config: MAEConfig
 
     def __init__(self, backbone: str | nn.Module, config: MAEConfig | None = None, **kwargs: Any) -> None:
