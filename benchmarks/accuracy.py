@@ -103,6 +103,11 @@ def row_label(method: str, *overrides: dict[str, Any]) -> str:
 def run_one(make_method: Any, name: str, seed: int, args: argparse.Namespace, data: dict[str, Any]) -> dict[str, Any]:
     torch.manual_seed(seed)
     method = make_method()
+    initial: dict[str, Any] = {}
+    if args.evaluate_initial:  # what the published backbone scores before pretraining: the method's own starting point
+        with torch.random.fork_rng():  # the DataLoaders draw seeds: the pretraining must see the same random stream
+            initial = evaluate_backbone(getattr(method, method.published_backbone), data["eval"], DATA_CONFIG,
+                                        knn=True, linear=True, linear_epochs=args.linear_epochs)  # fmt: skip
     training_args = {
         "output_dir": str(Path(args.work_dir) / f"{name}-seed{seed}"),
         "num_train_epochs": args.epochs,
@@ -142,6 +147,8 @@ def run_one(make_method: Any, name: str, seed: int, args: argparse.Namespace, da
         row["transform_kwargs"] = args.transform_kwargs
     if result.training["final_metrics"]:  # the loss's terms and other diagnostics at the last log
         row["final_metrics"] = result.training["final_metrics"]
+    if initial:
+        row.update(initial_knn=initial["knn_top1"], initial_linear=initial["linear_top1"])
     if published is not method.backbone:  # an EMA teacher is published: the student too, to see what it learnt
         student = evaluate_backbone(method.backbone, data["eval"], DATA_CONFIG, knn=True, linear=True,
                                     linear_epochs=args.linear_epochs)  # fmt: skip
@@ -165,13 +172,16 @@ def markdown_table(rows: list[dict[str, Any]]) -> str:
         spread = f" ± {statistics.stdev(values):.2f}" if len(values) > 1 else ""
         return f"{statistics.mean(values):.2f}{spread}{unit}"
 
-    def student(group: list[dict[str, Any]]) -> str:
-        if not any("student_knn" in r for r in group):
+    def pair(group: list[dict[str, Any]], prefix: str) -> str:
+        if not any(f"{prefix}_knn" in r for r in group):
             return ""
-        return f"{cell(group, 'student_knn')} / {cell(group, 'student_linear')}"
+        return f"{cell(group, f'{prefix}_knn')} / {cell(group, f'{prefix}_linear')}"
 
+    # the backbone before pretraining, for rows run with --evaluate-initial (a method may initialise it its own way)
+    initial = any("initial_knn" in row for row in rows)
     lines = ["| method | seeds | kNN top-1 (%) | linear top-1 (%) | pretraining time | images/s | final loss | "
-             "student kNN / linear (%) |", "|---|---|---|---|---|---|---|---|"]  # fmt: skip
+             "student kNN / linear (%) |" + (" before pretraining kNN / linear (%) |" if initial else ""),
+             "|---|---|---|---|---|---|---|---|" + ("---|" if initial else "")]  # fmt: skip
     order = list(by_method)
 
     def position(name: str) -> tuple[int, bool]:
@@ -183,7 +193,8 @@ def markdown_table(rows: list[dict[str, Any]]) -> str:
         seeds = ", ".join(str(seed) for seed in sorted(r["seed"] for r in group if r.get("seed") is not None)) or "n/a"
         lines.append(f"| {name} | {seeds} | {cell(group, 'knn')} | {cell(group, 'linear')} | "
                      f"{cell(group, 'seconds', ' s')} | {cell(group, 'images_per_second')} | "
-                     f"{cell(group, 'final_loss')} | {student(group)} |")  # fmt: skip
+                     f"{cell(group, 'final_loss')} | {pair(group, 'student')} |"
+                     + (f" {pair(group, 'initial')} |" if initial else ""))  # fmt: skip
     return "\n".join(lines)
 
 
@@ -217,6 +228,8 @@ def main() -> None:
     parser.add_argument("--seeds", type=int, nargs="*", default=[0])
     parser.add_argument("--workers", type=int, default=0, help="DataLoader workers for the augmentations")
     parser.add_argument("--threads", type=int, default=None)
+    parser.add_argument("--evaluate-initial", action="store_true",
+                        help="also evaluate each method's published backbone before pretraining")  # fmt: skip
     parser.add_argument("--lightly", action="store_true", help="also train LightlySSL's version of each method")
     parser.add_argument("--lightly-only", action="store_true",
                         help="train only LightlySSL's version (to add its rows beside ours saved earlier)")  # fmt: skip
