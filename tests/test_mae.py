@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import json
 import math
+from pathlib import Path
 
 import pytest
 import timm
@@ -140,11 +142,15 @@ def linear_weight_stds(vit: nn.Module) -> list[tuple[float, float]]:
             if isinstance(m, nn.Linear)]  # fmt: skip
 
 
-def test_a_vit_given_by_name_starts_from_the_papers_xavier_init() -> None:
+def test_a_vit_given_by_name_starts_from_the_papers_xavier_init(tmp_path: Path) -> None:
     """MAE initialises its Transformer blocks with xavier_uniform, following ViT's official code (appendix A.1); timm's
-    default is a truncated normal of std 0.02. The user's weight_init wins, and a model instance is left as built."""
-    for std, xavier in linear_weight_stds(ssl_hub.create_method("mae", "test_vit").backbone):
+    default is a truncated normal of std 0.02. The user's weight_init wins, and a model instance is left as built.
+    The published config.json does not carry the init scheme: the saved weights are what they are."""
+    method = ssl_hub.create_method("mae", "test_vit")
+    for std, xavier in linear_weight_stds(method.backbone):
         assert std == pytest.approx(xavier, rel=0.1)
+    method.save_pretrained(tmp_path)
+    assert "weight_init" not in json.loads((tmp_path / "config.json").read_text()).get("model_args", {})
     chosen = ssl_hub.create_method("mae", "test_vit", backbone_kwargs={"weight_init": ""}).backbone
     given = ssl_hub.create_method("mae", timm.create_model("test_vit", num_classes=0)).backbone
     for vit in (chosen, given):
