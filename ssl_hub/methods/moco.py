@@ -226,7 +226,9 @@ class MoCo(SSLMethod):
       the global batch (paper eq. 1 and Algorithm 1; ``contrastive_loss`` in the official ``moco/builder.py``).
 
     Batches must have the same size on every rank (``dataloader_drop_last=True``, as ``ssl_hub.pretrain`` sets).
-    The v3 ViT recipe's frozen random patch projection (``--stop-grad-conv1``) is not applied.
+    The v3 ViT recipe's frozen random patch projection (``--stop-grad-conv1``) is not applied, and a ViT keeps timm's
+    initialisation (the official code's Xavier init with Q, K and V split is timm's
+    ``backbone_kwargs={"weight_init": "moco"}``; a default here would reach ResNets too).
     """
 
     name = "moco"
