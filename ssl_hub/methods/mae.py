@@ -8,10 +8,10 @@ timm ViT; the decoder lives in ``ssl/``.
 
 Works on timm Vision Transformers (see :class:`ssl_hub.modules.MaskedVisionTransformer`). A ViT given by name is
 initialised as MAE initialises its encoder, "xavier_uniform ... following ViT's official code" (appendix A.1): timm's
-``weight_init="jax"``, that code's scheme. Differences from the official code (facebookresearch/mae): the encoder's
-position embedding is the timm ViT's own (learned, where MAE fixes a 2D sine-cosine one), its class token starts at
-std 1e-6 (MAE: 0.02) and its patch embedding LeCun-normal (MAE: Xavier over the flattened kernel), and register /
-distillation tokens pass through the decoder as MAE's class token does.
+``weight_init="jax"``, that code's scheme. Its position embedding is frozen at MAE's 2D sine-cosine one
+(``MAEConfig.fixed_position_embedding``). Differences from the official code (facebookresearch/mae): its class
+token starts at std 1e-6 (MAE: 0.02) and its patch embedding LeCun-normal (MAE: Xavier over the flattened kernel),
+and register / distillation tokens pass through the decoder as MAE's class token does.
 """
 
 from __future__ import annotations
@@ -19,11 +19,11 @@ from __future__ import annotations
 import math
 from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import Any, ClassVar
+from typing import Any, ClassVar, cast
 
 import torch
 from timm.layers import LayerNorm, build_sincos2d_pos_embed
-from timm.models.vision_transformer import Block
+from timm.models.vision_transformer import Block, VisionTransformer
 from torch import nn
 
 from ssl_hub._validation import check_positive, check_positive_int, check_probability
@@ -58,6 +58,9 @@ class MAEConfig(MethodConfig):
         decoder_num_heads: Attention heads of the decoder (16).
         decoder_mlp_ratio: MLP width of the decoder blocks over ``decoder_dim`` (4).
         norm_pix_loss: Regress per-patch normalised pixels (the paper's best target, table 1d).
+        fixed_position_embedding: Freeze the encoder's position embedding at the 2D sine-cosine one of its patch grid
+            (zero at the class token), as MAE's encoder (``pos_embed``, ``requires_grad=False`` in ``models_mae.py``).
+            ``False`` trains the ViT's own, e.g. to continue from a ViT whose position embedding was learned.
     """
 
     mask_ratio: float = 0.75
@@ -66,6 +69,7 @@ class MAEConfig(MethodConfig):
     decoder_num_heads: int = 16
     decoder_mlp_ratio: float = 4.0
     norm_pix_loss: bool = True
+    fixed_position_embedding: bool = True
 
     def validate(self) -> None:
         check_probability("mask_ratio", self.mask_ratio, "MAE")
@@ -188,6 +192,27 @@ class MAE(SSLMethod):
         )
         self.criterion = MAELoss(norm_pix_loss=cfg.norm_pix_loss)
         self.mask_rng = MaskingRNG()
+        if cfg.fixed_position_embedding:
+            self._fix_position_embedding()
+
+    def fit_input_size(self, image_size: int) -> None:
+        super().fit_input_size(image_size)
+        if self.config.fixed_position_embedding:  # a resized ViT gets a new, resampled and trainable embedding
+            self._fix_position_embedding()
+
+    def _fix_position_embedding(self) -> None:
+        """Set the encoder's position embedding to the 2D sine-cosine one of its patch grid (zero at the prefix
+        positions it covers) and freeze it."""
+        vit = cast(VisionTransformer, self.backbone)  # checked by MaskedVisionTransformer
+        if vit.pos_embed is None:  # a ViT without one (rotary position embeddings)
+            return
+        grid = vit.patch_embed.grid_size
+        prefix = vit.pos_embed.shape[1] - grid[0] * grid[1]  # 0 for ViTs that embed no prefix position
+        position = build_sincos2d_pos_embed(list(grid), vit.embed_dim)  # (N, D)
+        with torch.no_grad():
+            vit.pos_embed[:, :prefix] = 0
+            vit.pos_embed[:, prefix:] = position.to(vit.pos_embed)
+        vit.pos_embed.requires_grad_(False)
 
     @classmethod
     def default_training_arguments(cls, config: MethodConfig | None = None) -> dict[str, Any]:
