@@ -71,7 +71,9 @@ centering only (LightlySSL has no Sinkhorn-Knopp teacher normalisation).
 #   ``sklearn.cluster.KMeans`` (k-means++, not a dependency here); this file runs plain Euclidean Lloyd k-means in
 #   torch (random initial centres, ``kmeans_iterations`` iterations) and normalises the centres as the example does.
 # - mae: MaskedVisionTransformerTIMM re-initialises the wrapped timm ViT (MAE's Xavier init, fixed 2D sine-cosine
-#   position embedding); ours keeps timm's init and a learned position embedding. MaskedVisionTransformerDecoderTIMM
+#   position embedding); ours starts alike (timm's ``weight_init="jax"``: Xavier linears; the same frozen sine-cosine
+#   embedding), but draws the class token at std 1e-6 (theirs 0.02) and the patch projection from a LeCun normal
+#   (theirs Xavier on the flattened kernel). MaskedVisionTransformerDecoderTIMM
 #   (our depth 8, example 1) between LightlySSL's ``decoder_embed`` / ``prediction_head`` linears; random_token_mask;
 #   MSE over the masked patches; per-patch normalised targets with ``normalize_mean_var`` when ``norm_pix_loss`` (the
 #   example regresses raw pixels). Position embeddings and the decoder are rebuilt for the training image size in
