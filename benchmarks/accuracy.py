@@ -40,6 +40,7 @@ from ssl_hub.eval import effective_rank, eval_transform, evaluate_backbone, extr
 from ssl_hub.modules.backbone import create_backbone
 
 IMAGE_SIZE = 32
+DEVICE = "cuda" if torch.cuda.is_available() else "cpu"  # pretraining (the Trainer's choice) and feature extraction
 DATA_CONFIG = {
     "input_size": (3, IMAGE_SIZE, IMAGE_SIZE),
     "interpolation": "bicubic",
@@ -102,7 +103,7 @@ def row_label(method: str, *overrides: dict[str, Any]) -> str:
 
 def run_one(make_method: Any, name: str, seed: int, args: argparse.Namespace, data: dict[str, Any]) -> dict[str, Any]:
     torch.manual_seed(seed)
-    method = make_method()
+    method = make_method().to(DEVICE)  # the Trainer moves it there too; --evaluate-initial extracts features first
     initial: dict[str, Any] = {}
     if args.evaluate_initial:  # what the published backbone scores before pretraining: the method's own starting point
         with torch.random.fork_rng():  # the DataLoaders draw seeds: the pretraining must see the same random stream
@@ -136,7 +137,7 @@ def run_one(make_method: Any, name: str, seed: int, args: argparse.Namespace, da
         "seconds": seconds, "images_per_second": len(data["pretrain"]) * args.epochs / seconds,
         "final_loss": result.training["final_loss"],
         "optimizer": result.training["optimizer"], "learning_rate": result.training["learning_rate"],
-        "augmentation": result.training["augmentation"].splitlines()[0],
+        "augmentation": result.training["augmentation"].splitlines()[0], "device": device_name(),
     }  # fmt: skip
     # RankMe of the test features: how many directions they use (cosine kNN suffers from a few dominant ones)
     test_features, _ = extract_features(published, data["eval"].test, eval_transform(DATA_CONFIG))
@@ -154,6 +155,11 @@ def run_one(make_method: Any, name: str, seed: int, args: argparse.Namespace, da
                                     linear_epochs=args.linear_epochs)  # fmt: skip
         row.update(student_knn=student["knn_top1"], student_linear=student["linear_top1"])
     return row
+
+
+def device_name() -> str:
+    """What pretrained the row: its time compares only with rows of the same device."""
+    return torch.cuda.get_device_name() if torch.cuda.is_available() else f"CPU, {torch.get_num_threads()} threads"
 
 
 def markdown_table(rows: list[dict[str, Any]]) -> str:
@@ -228,6 +234,8 @@ def main() -> None:
     parser.add_argument("--seeds", type=int, nargs="*", default=[0])
     parser.add_argument("--workers", type=int, default=0, help="DataLoader workers for the augmentations")
     parser.add_argument("--threads", type=int, default=None)
+    parser.add_argument("--no-reference-rows", action="store_true",
+                        help="skip the raw-pixel and untrained-backbone rows (the same in every run)")  # fmt: skip
     parser.add_argument("--evaluate-initial", action="store_true",
                         help="also evaluate each method's published backbone before pretraining")  # fmt: skip
     parser.add_argument("--lightly", action="store_true", help="also train LightlySSL's version of each method")
@@ -256,11 +264,10 @@ def main() -> None:
             {"name": "Fashion-MNIST"},
         ),
     }
-    device = torch.cuda.get_device_name() if torch.cuda.is_available() else f"CPU, {torch.get_num_threads()} threads"
     print(f"# {args.backbone}, {IMAGE_SIZE} px, "
           f"{args.pretrain_images} pretraining images x {args.epochs} epochs, batch {args.batch_size}, learning rate "
           f"{args.learning_rate or 'of the recipe'}, warm-up {args.warmup_ratio or 'of the recipe'}, seeds "
-          f"{args.seeds}, {device}, {platform.machine()}, torch {torch.__version__}", flush=True)  # fmt: skip
+          f"{args.seeds}, {device_name()}, {platform.machine()}, torch {torch.__version__}", flush=True)  # fmt: skip
 
     rows: list[dict[str, Any]] = []
 
@@ -271,14 +278,15 @@ def main() -> None:
             with open(args.output, "a") as file:
                 file.write(json.dumps(row) + "\n")
 
-    report({"method": "raw pixels", "seed": None,
-            "knn": raw_pixel_knn(train_images, train_labels, test_images, test_labels), "linear": None})  # fmt: skip
-    torch.manual_seed(0)  # the untrained row is reproducible too
-    untrained_backbone = create_backbone(args.backbone, **args.backbone_kwargs)
-    untrained = evaluate_backbone(untrained_backbone, data["eval"], DATA_CONFIG, knn=True, linear=True,
-                                  linear_epochs=args.linear_epochs)  # fmt: skip
-    report({"method": f"untrained {args.backbone}", "seed": None, "knn": untrained["knn_top1"],
-            "linear": untrained["linear_top1"]})  # fmt: skip
+    if not args.no_reference_rows:
+        raw_pixels = raw_pixel_knn(train_images, train_labels, test_images, test_labels)
+        report({"method": "raw pixels", "seed": None, "knn": raw_pixels, "linear": None})
+        torch.manual_seed(0)  # the untrained row is reproducible too
+        untrained_backbone = create_backbone(args.backbone, **args.backbone_kwargs).to(DEVICE)
+        untrained = evaluate_backbone(untrained_backbone, data["eval"], DATA_CONFIG, knn=True, linear=True,
+                                      linear_epochs=args.linear_epochs)  # fmt: skip
+        report({"method": f"untrained {args.backbone}", "seed": None, "knn": untrained["knn_top1"],
+                "linear": untrained["linear_top1"]})  # fmt: skip
 
     references: dict[str, Any] = {}
     if args.lightly or args.lightly_only:
