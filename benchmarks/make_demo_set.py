@@ -1,4 +1,4 @@
-"""Build ssl_hub/data/demo/fashion_mnist_demo.npz: a class-balanced Fashion-MNIST subset shipped in the package.
+"""Build ssl_hub/data/demo_set/fashion_mnist_demo.npz: a class-balanced Fashion-MNIST subset shipped in the package.
 
     python benchmarks/make_demo_set.py --fashion-mnist ../shared/data/fashion-mnist
 
@@ -25,7 +25,7 @@ def balanced_subset(labels: np.ndarray, per_class: int, rng: np.random.Generator
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--fashion-mnist", required=True, help="folder with the four Fashion-MNIST IDX files")
-    parser.add_argument("--output", default=Path(__file__).parents[1] / "ssl_hub/data/demo/fashion_mnist_demo.npz")
+    parser.add_argument("--output", default=Path(__file__).parents[1] / "ssl_hub/data/demo_set/fashion_mnist_demo.npz")
     args = parser.parse_args()
     rng = np.random.default_rng(0)
     arrays = {}
