@@ -159,7 +159,7 @@ def run_one(make_method: Any, name: str, seed: int, args: argparse.Namespace, da
 
 def device_name() -> str:
     """What pretrained the row: its time compares only with rows of the same device."""
-    return torch.cuda.get_device_name() if torch.cuda.is_available() else f"CPU, {torch.get_num_threads()} threads"
+    return torch.cuda.get_device_name() if DEVICE == "cuda" else f"CPU, {torch.get_num_threads()} threads"
 
 
 def markdown_table(rows: list[dict[str, Any]]) -> str:

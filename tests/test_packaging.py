@@ -23,7 +23,10 @@ def test_every_package_is_listed_in_pyproject() -> None:
     for name in data_only:
         root = max((known for known in mapped if name.startswith(known + ".")), key=len)
         assert mapped[root].joinpath(*name.removeprefix(root + ".").split(".")).is_dir(), f"no folder for {name}"
-    assert found | data_only == listed, f"add to [tool.setuptools] packages: {sorted(found - listed)}"
+    assert found | data_only == listed, (
+        f"unlisted in [tool.setuptools] packages: {sorted(found - listed)}; "
+        f"listed without a package or package data: {sorted(listed - found - data_only)}"
+    )
 
 
 def test_package_data_exists() -> None:
