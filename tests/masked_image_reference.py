@@ -35,6 +35,21 @@ def absolute_error(prediction: torch.Tensor, target: list[float]) -> float:
     return sum(abs(float(p) - t) for p, t in zip(prediction, target, strict=True))
 
 
+def sincos_reference(grid_height: int, grid_width: int, dim: int) -> torch.Tensor:
+    """MAE's ``get_2d_sincos_pos_embed`` (also I-JEPA's and AIM's), one patch and one frequency at a time: patch
+    ``(y, x)`` in raster order gets ``[sin(x w_i)], [cos(x w_i)], [sin(y w_i)], [cos(y w_i)]`` for the ``dim / 4``
+    frequencies ``w_i = 1 / 10000 ** (i / (dim / 4))``. Float64, ``(grid_height * grid_width, dim)``."""
+    quarter = dim // 4
+    frequencies = [1.0 / 10000 ** (i / quarter) for i in range(quarter)]
+    rows = []
+    for y in range(grid_height):
+        for x in range(grid_width):
+            row = [math.sin(x * w) for w in frequencies] + [math.cos(x * w) for w in frequencies]
+            row += [math.sin(y * w) for w in frequencies] + [math.cos(y * w) for w in frequencies]
+            rows.append(row)
+    return torch.tensor(rows, dtype=torch.float64)
+
+
 class Capture:
     """Records the output of a module (a forward hook) and the keyword arguments it was called with."""
 

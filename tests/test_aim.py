@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 import torch
-from masked_image_reference import Capture, normalized, pixel_patch, squared_error
+from masked_image_reference import Capture, normalized, pixel_patch, sincos_reference, squared_error
 
 import ssl_hub
 from ssl_hub.heads import AIMPredictionHead, AIMPredictionHeadBlock
@@ -46,6 +46,9 @@ def test_method_loss_is_the_formula_on_the_patches_after_the_prefix() -> None:
         loss = method(views=[images]).loss
     prefix = random_prefix_lengths(3, 9, generator=replay.next_generator())  # the prefixes the method drew
     assert torch.equal(encoder.kwargs["attn_mask"], prefix_causal_attention_mask(prefix, 9, num_prefix_tokens=1))
+    # The head sees the trunk's patch tokens plus the paper's 2D sine-cosine position embedding of the grid.
+    position = sincos_reference(3, 3, method.encoder.embed_dim)  # (9, D)
+    torch.testing.assert_close(head.inputs[0], encoder.output.patch_tokens + position, atol=1e-6, rtol=0)
     assert head.output.shape == (3, 9, 16 * 16 * 3)
     assert loss.item() == pytest.approx(aim_reference(head.output, images, prefix.tolist(), 16), rel=1e-9)
 

@@ -4,14 +4,14 @@ the hub round trip of the published target encoder."""
 
 from __future__ import annotations
 
+import json
 import math
 from pathlib import Path
 
 import pytest
 import torch
-from masked_image_reference import Capture
+from masked_image_reference import Capture, sincos_reference
 from teacher_method_checks import check_ema_follows, check_hub_round_trip, transform_views
-from timm.layers import build_sincos2d_pos_embed
 
 import ssl_hub
 from ssl_hub.losses import IJEPALoss
@@ -145,7 +145,7 @@ def test_predictor_runs_each_target_block_on_the_context() -> None:
     with torch.no_grad():
         out = predictor(tokens, context, targets, (2, 3))
         assert out.shape == (2, 2, 2, 8)
-        position = build_sincos2d_pos_embed([2, 3], 16, dtype=torch.float64)  # (6, 16), fixed
+        position = sincos_reference(2, 3, 16)  # (6, 16), fixed
         for b in range(2):
             for t in range(2):
                 x = predictor.embed(tokens[b])
@@ -167,6 +167,35 @@ def test_predictor_defaults_and_initialisation() -> None:
     assert ratio.item() == pytest.approx(2.0, rel=0.05)
     with pytest.raises(ValueError, match="predictor_num_heads"):
         IJEPA("test_vit", predictor_num_heads=5)
+
+
+def test_encoders_start_as_the_official_vit(tmp_path: Path) -> None:
+    """Official vision_transformer.py: ``pos_embed`` is the 2D sine-cosine embedding, ``requires_grad=False`` (here
+    zero at timm's class token), for both encoders and still after pretrain resizes them; fix_init_weight divides
+    block l's ``attn.proj`` and ``mlp.fc2`` weights by sqrt(2 l). ``fixed_position_embedding=False`` trains timm's."""
+    torch.manual_seed(0)
+    method = IJEPA("vit_tiny_patch16_224", backbone_kwargs={"depth": 4}, **SMALL)
+    for image_size in (None, 32):
+        if image_size:
+            method.fit_input_size(image_size)  # as ssl_hub.pretrain does: a 2 x 2 grid, a resampled embedding
+        for vit in (method.backbone, method.teacher_backbone):
+            height, width = vit.patch_embed.grid_size
+            expected = torch.cat([torch.zeros(1, 192, dtype=torch.float64), sincos_reference(height, width, 192)])
+            torch.testing.assert_close(vit.pos_embed[0].double(), expected, atol=1e-6, rtol=0)
+            assert not vit.pos_embed.requires_grad
+        trained = {id(p) for group in method.parameter_groups(0.04) for p in group["params"]}
+        assert id(method.backbone.pos_embed) not in trained
+    blocks = method.backbone.blocks
+    for layer in ("attn.proj", "mlp.fc2"):
+        first, fourth = (blocks[i].get_submodule(layer).weight.std().item() for i in (0, 3))
+        assert first / fourth == pytest.approx(2.0, rel=0.05)  # sqrt(2 * 4) / sqrt(2 * 1)
+    method.save_pretrained(tmp_path)
+    assert "fix_init" not in json.loads((tmp_path / "config.json").read_text()).get("model_args", {})
+    learned = IJEPA("test_vit", fixed_position_embedding=False, **SMALL)
+    assert learned.backbone.pos_embed.requires_grad
+    assert id(learned.backbone.pos_embed) in {
+        id(p) for group in learned.parameter_groups(0.04) for p in group["params"]
+    }
 
 
 def test_method_loss_is_the_formula_on_its_own_blocks() -> None:

@@ -9,9 +9,8 @@ from pathlib import Path
 import pytest
 import timm
 import torch
-from masked_image_reference import Capture, normalized, pixel_patch, squared_error
+from masked_image_reference import Capture, normalized, pixel_patch, sincos_reference, squared_error
 from PIL import Image
-from timm.layers import build_sincos2d_pos_embed
 from torch import nn
 
 import ssl_hub
@@ -102,7 +101,7 @@ def test_method_loss_is_the_formula_on_the_masked_patches() -> None:
     sequence = blocks.inputs[0]  # (B, 1 + N, D_dec)
     with torch.no_grad():
         embedded = method.decoder.embed(encoder.output.tokens)  # (B, 1 + K, D_dec)
-    position = build_sincos2d_pos_embed([4, 4], 32, dtype=torch.float64)
+    position = sincos_reference(4, 4, 32)  # MAE's decoder_pos_embed without its class-token row
     for b in range(2):
         torch.testing.assert_close(sequence[b, 0], embedded[b, 0])  # the class token, without position
         kept = dict(zip(keep[b].tolist(), range(4), strict=True))
@@ -159,10 +158,10 @@ def test_a_vit_given_by_name_starts_from_the_papers_xavier_init(tmp_path: Path) 
             assert xavier > 0.04  # far from Xavier's
 
 
-def sincos_position_embedding(vit: nn.Module) -> torch.Tensor:
+def maes_encoder_position_embedding(vit: nn.Module) -> torch.Tensor:
     """MAE's encoder position embedding for ``vit``'s grid: zero at the class token, then the 2D sine-cosine one."""
     grid = vit.patch_embed.grid_size
-    patches = build_sincos2d_pos_embed(list(grid), vit.embed_dim, dtype=torch.float64).float()  # (N, D)
+    patches = sincos_reference(*grid, vit.embed_dim).float()  # (N, D)
     return torch.cat([torch.zeros(1, vit.embed_dim), patches]).unsqueeze(0)  # (1, 1 + N, D)
 
 
@@ -174,7 +173,7 @@ def test_the_encoder_position_embedding_is_fixed_at_maes_sine_cosine_one() -> No
         if image_size:
             method.fit_input_size(image_size)  # as ssl_hub.pretrain does: a 2 x 2 grid, a new parameter
         vit = method.backbone
-        torch.testing.assert_close(vit.pos_embed.detach(), sincos_position_embedding(vit))
+        torch.testing.assert_close(vit.pos_embed.detach(), maes_encoder_position_embedding(vit))
         assert not vit.pos_embed.requires_grad
         trained = {id(p) for group in method.parameter_groups(0.05) for p in group["params"]}
         assert id(vit.pos_embed) not in trained

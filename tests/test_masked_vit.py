@@ -9,6 +9,7 @@ from pathlib import Path
 import pytest
 import timm
 import torch
+from masked_image_reference import sincos_reference
 from test_methods import train_a_few_steps
 
 import ssl_hub
@@ -18,6 +19,7 @@ from ssl_hub.modules import (
     UnsupportedBackboneError,
     block_mask,
     ema_copy,
+    fix_sincos_position_embedding,
     inverse_block_mask,
     mask_to_indices,
     num_masked,
@@ -25,6 +27,7 @@ from ssl_hub.modules import (
     prefix_causal_attention_mask,
     random_mask,
     random_prefix_lengths,
+    sincos_position_embedding,
 )
 from ssl_hub.modules.backbone import fit_input_size
 
@@ -154,6 +157,28 @@ def test_adapter_follows_the_backbone_grid_after_set_input_size() -> None:
         torch.testing.assert_close(adapter(x).tokens, vit.forward_features(x), rtol=0, atol=0)
     dynamic = MaskedVisionTransformer(make_vit("test_vit"))  # dynamic image size: any multiple of the patch
     assert dynamic.grid_size((48, 64)) == (3, 4)
+
+
+def test_sincos_position_embedding_is_maes_on_any_grid() -> None:
+    """Column half first, as MAE's / I-JEPA's / AIM's get_2d_sincos_pos_embed (timm's own puts the row half first)."""
+    for grid, dim in [((4, 4), 32), ((3, 5), 16), ((5, 2), 8)]:
+        embedding = sincos_position_embedding(grid, dim, dtype=torch.float64)
+        torch.testing.assert_close(embedding, sincos_reference(*grid, dim), atol=1e-6, rtol=0)
+    with pytest.raises(ValueError, match="multiple of 4"):
+        sincos_position_embedding((2, 2), 6)
+
+
+@pytest.mark.parametrize("key", VITS)
+def test_fixed_position_embedding_is_the_sincos_one_after_the_prefix(key: str) -> None:
+    vit = make_vit(key)
+    fix_sincos_position_embedding(vit)
+    height, width = vit.patch_embed.grid_size
+    prefix = vit.pos_embed.shape[1] - height * width  # 0 where the prefix tokens take no position
+    expected = torch.cat(
+        [torch.zeros(prefix, vit.embed_dim, dtype=torch.float64), sincos_reference(height, width, vit.embed_dim)]
+    )
+    torch.testing.assert_close(vit.pos_embed[0].double(), expected, atol=1e-6, rtol=0)
+    assert not vit.pos_embed.requires_grad
 
 
 def test_bad_inputs_fail_clearly(images: torch.Tensor) -> None:

@@ -82,13 +82,14 @@ def write_backbone(
 
     timm records ``model_args.num_classes``, which transformers' timm wrapper passes again next to its own
     ``num_classes`` ("got multiple values for keyword argument"); the root ``num_classes: 0`` already says it. A
-    ``weight_init`` (how the random weights were drawn, e.g. MAE's) says nothing about the saved ones: left out too.
+    ``weight_init`` or ``fix_init`` (how the random weights were drawn, e.g. MAE's, I-JEPA's) says nothing about the
+    saved ones: left out too.
     """
     save_for_hf(backbone, str(folder), safe_serialization=True, data_config=data_config)
     config_path = folder / CONFIG_NAME
     config = json.loads(config_path.read_text())
     model_args = config.pop("model_args", {})
-    for key in ("num_classes", "weight_init"):
+    for key in ("num_classes", "weight_init", "fix_init"):
         model_args.pop(key, None)
     if model_args:
         config["model_args"] = model_args

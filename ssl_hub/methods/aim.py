@@ -21,7 +21,6 @@ from dataclasses import dataclass
 from typing import Any, ClassVar
 
 import torch
-from timm.layers import build_sincos2d_pos_embed
 from torch import nn
 
 from ssl_hub._validation import check_positive, check_positive_int
@@ -34,6 +33,7 @@ from ssl_hub.modules import (
     patchify,
     prefix_causal_attention_mask,
     random_prefix_lengths,
+    sincos_position_embedding,
 )
 from ssl_hub.registry import register_method
 from ssl_hub.transforms import AIMTransform
@@ -160,7 +160,7 @@ class AIM(SSLMethod):
         )  # (B,)
         attn_mask = prefix_causal_attention_mask(prefix, num_patches, self.encoder.num_prefix_tokens)  # (B, 1, L, L)
         tokens = self.encoder(images, attn_mask=attn_mask).patch_tokens  # (B, N, D)
-        position = build_sincos2d_pos_embed(list(grid), tokens.shape[-1], device=tokens.device, dtype=tokens.dtype)
+        position = sincos_position_embedding(grid, tokens.shape[-1], device=tokens.device, dtype=tokens.dtype)
         predictions = self.prediction_head(tokens + position)  # (B, N, p * p * C)
         target = patchify(images, self.encoder.patch_size)  # (B, N, p * p * C)
         # The token at position k predicts patch k + 1; the loss covers the patches after the prefix.

@@ -149,7 +149,7 @@ class SSLMethod(nn.Module):
     # timm arguments the method gives a backbone it builds from an architecture name (the user's backbone_kwargs win;
     # a model instance or a published backbone is left as it is). Methods whose losses never reach a ViT's class token
     # (I-JEPA, SimMIM, AIM) publish the mean patch token, global_pool="avg", and warn about a backbone that pools the
-    # class token; MAE initialises its ViT as its paper does, weight_init="jax".
+    # class token; MAE and I-JEPA initialise their ViTs as their official code does (weight_init="jax"; fix_init).
     backbone_defaults: ClassVar[dict[str, Any]] = {}
     # Read by transformers.Trainer: the batch key holding the inputs, and no loss kwargs in forward.
     main_input_name: ClassVar[str] = "views"

@@ -14,7 +14,7 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, ClassVar, cast
 
 import torch
-from timm.layers import LayerNorm, build_sincos2d_pos_embed
+from timm.layers import LayerNorm
 from timm.models.vision_transformer import Block, VisionTransformer
 from torch import nn
 
@@ -23,7 +23,11 @@ from ssl_hub.losses.ijepa import LOSS_TYPES, IJEPALoss
 from ssl_hub.methods.base import MethodConfig, Paper, SSLMethod, SSLMethodOutput
 from ssl_hub.methods.dino import switch_off_dropout
 from ssl_hub.modules.ema import ema_copy
-from ssl_hub.modules.masked_vit import MaskedVisionTransformer
+from ssl_hub.modules.masked_vit import (
+    MaskedVisionTransformer,
+    fix_sincos_position_embedding,
+    sincos_position_embedding,
+)
 from ssl_hub.modules.masking import MaskingRNG
 from ssl_hub.modules.multi_block_mask import MultiBlockMask, multi_block_mask
 from ssl_hub.registry import register_method
@@ -73,6 +77,9 @@ class IJEPAConfig(MethodConfig):
         momentum_end: ... rising linearly to this at the last step (1).
         weight_decay_start: Weight decay at the first step (0.04) ...
         weight_decay_end: ... following a cosine to this at the last step (0.4).
+        fixed_position_embedding: Freeze the encoders' position embedding at the 2D sine-cosine one of their patch
+            grid (zero at a class token), as the official ViT (``pos_embed``, ``requires_grad=False``).
+            ``False`` trains the ViT's own, e.g. to continue from a ViT whose position embedding was learned.
     """
 
     predictor_dim: int = 384
@@ -92,6 +99,7 @@ class IJEPAConfig(MethodConfig):
     momentum_end: float = 1.0
     weight_decay_start: float = 0.04
     weight_decay_end: float = 0.4
+    fixed_position_embedding: bool = True
 
     def validate(self) -> None:
         for name in ("predictor_dim", "predictor_depth", "num_targets", "min_context_patches"):
@@ -195,7 +203,7 @@ class IJEPAPredictor(nn.Module):
         x = self.embed(tokens)  # (B, P + K, D)
         batch, num_targets, block_size = targets.shape
         dim, prefix = x.shape[-1], self.num_prefix_tokens
-        position = build_sincos2d_pos_embed(list(grid_size), dim, device=x.device, dtype=x.dtype)  # (N, D)
+        position = sincos_position_embedding(grid_size, dim, device=x.device, dtype=x.dtype)  # (N, D)
         x = torch.cat([x[:, :prefix], x[:, prefix:] + position[context]], dim=1)  # (B, P + K, D)
         queries = self.mask_token.to(x.dtype) + position[targets]  # (B, T, M, D)
         x = x.unsqueeze(1).expand(-1, num_targets, -1, -1)  # (B, T, P + K, D)
@@ -219,8 +227,10 @@ class IJEPA(SSLMethod):
 
     The published backbone is the **target** encoder (``published_backbone = "teacher_backbone"``), which the
     paper evaluates, by the mean of its patch tokens: a ViT given by name is built with ``global_pool="avg"``
-    (I-JEPA's ViT has no class token; a timm ViT's class token receives no loss here). The context encoder
-    ``backbone``, the predictor and the mask sequence live in ``ssl/``.
+    (I-JEPA's ViT has no class token; a timm ViT's class token receives no loss here). As in the official ViT, its
+    position embedding is the fixed 2D sine-cosine one (:attr:`IJEPAConfig.fixed_position_embedding`) and its blocks'
+    output projections start scaled down by depth (timm's ``fix_init``). The context encoder ``backbone``, the
+    predictor and the mask sequence live in ``ssl/``.
     """
 
     name = "ijepa"
@@ -231,13 +241,17 @@ class IJEPA(SSLMethod):
     learning_rate_scaling = "linear"
     requires_vit = True
     published_backbone = "teacher_backbone"
-    backbone_defaults: ClassVar[dict[str, Any]] = {"global_pool": "avg"}
+    # The mean patch token (above); the official ViT's initialisation: timm's truncated normal (std 0.02) with each
+    # block's output projections divided by sqrt(2 * depth index), timm's fix_init.
+    backbone_defaults: ClassVar[dict[str, Any]] = {"global_pool": "avg", "fix_init": True}
     config: IJEPAConfig
 
     def __init__(self, backbone: str | nn.Module, config: IJEPAConfig | None = None, **kwargs: Any) -> None:
         super().__init__(backbone, config, **kwargs)
         cfg = self.config
         self.encoder = MaskedVisionTransformer(self.backbone, owner=self.display_name)
+        if cfg.fixed_position_embedding:
+            fix_sincos_position_embedding(self.encoder.vit)  # before the target encoder copies it
         num_heads = cfg.predictor_num_heads or int(cast(Any, self.encoder.vit.blocks[0]).attn.num_heads)
         self.predictor = IJEPAPredictor(
             input_dim=self.encoder.embed_dim,
@@ -251,6 +265,12 @@ class IJEPA(SSLMethod):
         switch_off_dropout(self.teacher_backbone)
         self.criterion = IJEPALoss(loss_type=cfg.loss_type)
         self.mask_rng = MaskingRNG()
+
+    def fit_input_size(self, image_size: int) -> None:
+        super().fit_input_size(image_size)
+        if self.config.fixed_position_embedding:  # resized ViTs hold resampled embeddings: the new grid's instead
+            for vit in (self.backbone, self.teacher_backbone):
+                fix_sincos_position_embedding(cast(VisionTransformer, vit))
 
     def sample_blocks(self, batch_size: int, grid_size: tuple[int, int], device: torch.device) -> MultiBlockMask:
         """This step's context and target blocks (drawn on the CPU from ``self.mask_rng``)."""

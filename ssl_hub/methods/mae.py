@@ -19,17 +19,26 @@ from __future__ import annotations
 import math
 from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import Any, ClassVar, cast
+from typing import Any, ClassVar
 
 import torch
-from timm.layers import LayerNorm, build_sincos2d_pos_embed
-from timm.models.vision_transformer import Block, VisionTransformer
+from timm.layers import LayerNorm
+from timm.models.vision_transformer import Block
 from torch import nn
 
 from ssl_hub._validation import check_positive, check_positive_int, check_probability
 from ssl_hub.losses import MAELoss
 from ssl_hub.methods.base import MethodConfig, Paper, SSLMethod, SSLMethodOutput
-from ssl_hub.modules import MaskedVisionTransformer, MaskingRNG, mask_to_indices, num_masked, patchify, random_mask
+from ssl_hub.modules import (
+    MaskedVisionTransformer,
+    MaskingRNG,
+    fix_sincos_position_embedding,
+    mask_to_indices,
+    num_masked,
+    patchify,
+    random_mask,
+    sincos_position_embedding,
+)
 from ssl_hub.registry import register_method
 from ssl_hub.transforms import MAETransform
 
@@ -152,7 +161,7 @@ class MAEDecoder(nn.Module):
         num_patches = grid_size[0] * grid_size[1]
         index = keep.unsqueeze(-1).expand(-1, -1, dim)  # (B, K, D)
         patches = self.mask_token.to(x.dtype).expand(batch, num_patches, dim).scatter(1, index, x[:, prefix:])
-        position = build_sincos2d_pos_embed(list(grid_size), dim, device=x.device, dtype=x.dtype)  # (N, D)
+        position = sincos_position_embedding(grid_size, dim, device=x.device, dtype=x.dtype)  # (N, D)
         x = torch.cat([x[:, :prefix], patches + position], dim=1)  # (B, P + N, D)
         x = self.norm(self.blocks(x))
         return self.prediction(x[:, prefix:])  # (B, N, output_dim)
@@ -193,26 +202,12 @@ class MAE(SSLMethod):
         self.criterion = MAELoss(norm_pix_loss=cfg.norm_pix_loss)
         self.mask_rng = MaskingRNG()
         if cfg.fixed_position_embedding:
-            self._fix_position_embedding()
+            fix_sincos_position_embedding(self.encoder.vit)
 
     def fit_input_size(self, image_size: int) -> None:
         super().fit_input_size(image_size)
-        if self.config.fixed_position_embedding:  # a resized ViT gets a new, resampled and trainable embedding
-            self._fix_position_embedding()
-
-    def _fix_position_embedding(self) -> None:
-        """Set the encoder's position embedding to the 2D sine-cosine one of its patch grid (zero at the prefix
-        positions it covers) and freeze it."""
-        vit = cast(VisionTransformer, self.backbone)  # checked by MaskedVisionTransformer
-        if vit.pos_embed is None:  # a ViT without one (rotary position embeddings)
-            return
-        grid = vit.patch_embed.grid_size
-        prefix = vit.pos_embed.shape[1] - grid[0] * grid[1]  # 0 for ViTs that embed no prefix position
-        position = build_sincos2d_pos_embed(list(grid), vit.embed_dim)  # (N, D)
-        with torch.no_grad():
-            vit.pos_embed[:, :prefix] = 0
-            vit.pos_embed[:, prefix:] = position.to(vit.pos_embed)
-        vit.pos_embed.requires_grad_(False)
+        if self.config.fixed_position_embedding:  # a resized ViT holds a resampled embedding: the new grid's instead
+            fix_sincos_position_embedding(self.encoder.vit)
 
     @classmethod
     def default_training_arguments(cls, config: MethodConfig | None = None) -> dict[str, Any]:

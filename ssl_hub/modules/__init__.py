@@ -14,7 +14,9 @@ from ssl_hub.modules.masked_vit import MaskedVisionTransformer as MaskedVisionTr
 from ssl_hub.modules.masked_vit import MaskedViTOutput as MaskedViTOutput
 from ssl_hub.modules.masked_vit import UnsupportedBackboneError as UnsupportedBackboneError
 from ssl_hub.modules.masked_vit import check_vision_transformer as check_vision_transformer
+from ssl_hub.modules.masked_vit import fix_sincos_position_embedding as fix_sincos_position_embedding
 from ssl_hub.modules.masked_vit import patchify as patchify
+from ssl_hub.modules.masked_vit import sincos_position_embedding as sincos_position_embedding
 from ssl_hub.modules.masking import MaskingRNG as MaskingRNG
 from ssl_hub.modules.masking import block_mask as block_mask
 from ssl_hub.modules.masking import inverse_block_mask as inverse_block_mask

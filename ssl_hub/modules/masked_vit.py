@@ -12,10 +12,12 @@ from __future__ import annotations
 
 import copy
 import inspect
+from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
 
 import torch
+from timm.layers import build_sincos2d_pos_embed
 from timm.models import checkpoint, checkpoint_seq
 from timm.models.vision_transformer import VisionTransformer
 from torch import nn
@@ -45,6 +47,40 @@ def check_vision_transformer(model: nn.Module, owner: str) -> VisionTransformer:
         "class / register tokens, e.g. vit_base_patch14_reg4_dinov2), deit_* and deit3_*, and test_vit for tests; "
         "list them with timm.list_models(module='vision_transformer') and timm.list_models(module='deit')."
     )
+
+
+def sincos_position_embedding(
+    grid_size: Sequence[int], dim: int, *, device: torch.device | None = None, dtype: torch.dtype = torch.float32
+) -> torch.Tensor:
+    """The 2D sine-cosine position embedding of MAE, I-JEPA and AIM (``get_2d_sincos_pos_embed``): ``(N, D)`` for a
+    ``(h, w)`` patch grid in raster order.
+
+    The first half of each row encodes the patch's column ``x``, the second its row ``y``, each as ``sin`` then
+    ``cos`` of the coordinate times ``D / 4`` frequencies ``10000 ** (-i / (D / 4))``. timm's
+    ``build_sincos2d_pos_embed(interleave_sin_cos=True)`` holds the same values with the row half first.
+    """
+    if dim % 4:
+        raise ValueError(f"A 2D sine-cosine position embedding needs a width that is a multiple of 4, got {dim}.")
+    embedding = build_sincos2d_pos_embed(list(grid_size), dim, interleave_sin_cos=True, device=device, dtype=dtype)
+    return torch.cat([embedding[:, dim // 2 :], embedding[:, : dim // 2]], dim=1)  # (N, D): column half first
+
+
+def fix_sincos_position_embedding(vit: VisionTransformer) -> None:
+    """Set ``vit``'s position embedding to :func:`sincos_position_embedding` of its current patch grid and freeze it,
+    as MAE's and I-JEPA's encoders do (``pos_embed``, ``requires_grad=False``). Prefix positions it covers (a class
+    token's) are zero, as MAE's. A ViT without a position embedding (rotary ones) is left as it is.
+
+    timm's ``set_input_size`` resamples the embedding (it stays frozen): call this again after it for the new grid's.
+    """
+    if vit.pos_embed is None:
+        return
+    grid = vit.patch_embed.grid_size
+    prefix = vit.pos_embed.shape[1] - grid[0] * grid[1]  # 0 for ViTs that embed no prefix position
+    position = sincos_position_embedding(grid, vit.embed_dim)  # (N, D)
+    with torch.no_grad():
+        vit.pos_embed[:, :prefix] = 0
+        vit.pos_embed[:, prefix:] = position.to(vit.pos_embed)
+    vit.pos_embed.requires_grad_(False)
 
 
 @dataclass
