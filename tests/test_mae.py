@@ -158,34 +158,6 @@ def test_a_vit_given_by_name_starts_from_the_papers_xavier_init(tmp_path: Path) 
             assert xavier > 0.04  # far from Xavier's
 
 
-def maes_encoder_position_embedding(vit: nn.Module) -> torch.Tensor:
-    """MAE's encoder position embedding for ``vit``'s grid: zero at the class token, then the 2D sine-cosine one."""
-    grid = vit.patch_embed.grid_size
-    patches = sincos_reference(*grid, vit.embed_dim).float()  # (N, D)
-    return torch.cat([torch.zeros(1, vit.embed_dim), patches]).unsqueeze(0)  # (1, 1 + N, D)
-
-
-def test_the_encoder_position_embedding_is_fixed_at_maes_sine_cosine_one() -> None:
-    """models_mae.py: ``pos_embed`` holds the 2D sine-cosine embedding, ``requires_grad=False``; it stays so when
-    pretrain resizes the ViT, and the optimizer never sees it. ``fixed_position_embedding=False`` trains timm's."""
-    method = ssl_hub.create_method("mae", "vit_tiny_patch16_224", backbone_kwargs={"depth": 1}, **SMALL_DECODER)
-    for image_size in (None, 32):
-        if image_size:
-            method.fit_input_size(image_size)  # as ssl_hub.pretrain does: a 2 x 2 grid, a new parameter
-        vit = method.backbone
-        torch.testing.assert_close(vit.pos_embed.detach(), maes_encoder_position_embedding(vit))
-        assert not vit.pos_embed.requires_grad
-        trained = {id(p) for group in method.parameter_groups(0.05) for p in group["params"]}
-        assert id(vit.pos_embed) not in trained
-    torch.manual_seed(0)
-    learned = ssl_hub.create_method("mae", "test_vit", fixed_position_embedding=False).backbone
-    torch.manual_seed(0)
-    assert learned.pos_embed.requires_grad
-    torch.testing.assert_close(
-        learned.pos_embed, timm.create_model("test_vit", num_classes=0, weight_init="jax").pos_embed
-    )
-
-
 def test_transform_is_one_cropped_flipped_normalized_view() -> None:
     transform = MAETransform(input_size=24)
     views = transform(Image.new("RGB", (40, 30), color=(200, 30, 90)))

@@ -11,6 +11,7 @@ import timm
 import torch
 from masked_image_reference import sincos_reference
 from test_methods import train_a_few_steps
+from timm.models.vision_transformer import VisionTransformer
 
 import ssl_hub
 from ssl_hub.modules import (
@@ -179,6 +180,45 @@ def test_fixed_position_embedding_is_the_sincos_one_after_the_prefix(key: str) -
     )
     torch.testing.assert_close(vit.pos_embed[0].double(), expected, atol=1e-6, rtol=0)
     assert not vit.pos_embed.requires_grad
+
+
+# The methods whose ViTs hold the fixed sine-cosine position embedding, with small heads.
+SINCOS_METHODS = {
+    "mae": {"decoder_dim": 32, "decoder_depth": 1, "decoder_num_heads": 2},
+    "ijepa": {"predictor_dim": 32, "predictor_depth": 1, "predictor_num_heads": 2},
+    "aim": {"head_hidden_dim": 32, "head_num_blocks": 1},
+}
+
+
+@pytest.mark.parametrize("name", SINCOS_METHODS)
+def test_methods_freeze_their_vits_at_the_sincos_position_embedding(name: str) -> None:
+    """MAE's, I-JEPA's and AIM's official ViTs: ``pos_embed`` holds the 2D sine-cosine embedding,
+    ``requires_grad=False``, in every ViT of the method (I-JEPA's target encoder too); it stays so when pretrain resizes
+    them, and the optimizer never sees it. ``fixed_position_embedding=False`` leaves the ViT's own, trainable."""
+    method = ssl_hub.create_method(name, "vit_tiny_patch16_224", backbone_kwargs={"depth": 1}, **SINCOS_METHODS[name])
+    for image_size in (None, 32):
+        if image_size:
+            method.fit_input_size(image_size)  # as ssl_hub.pretrain does: a 2 x 2 grid, a resampled embedding
+        vits = [module for module in method.modules() if isinstance(module, VisionTransformer)]
+        assert len(vits) == (2 if name == "ijepa" else 1)
+        trained = {id(p) for group in method.parameter_groups(0.05) for p in group["params"]}
+        for vit in vits:
+            height, width = vit.patch_embed.grid_size
+            expected = torch.cat([torch.zeros(1, 192, dtype=torch.float64), sincos_reference(height, width, 192)])
+            torch.testing.assert_close(vit.pos_embed[0].double(), expected, atol=1e-6, rtol=0)
+            assert not vit.pos_embed.requires_grad
+            assert id(vit.pos_embed) not in trained
+    torch.manual_seed(0)
+    learned = ssl_hub.create_method(name, "test_vit", fixed_position_embedding=False, **SINCOS_METHODS[name])
+    torch.manual_seed(0)
+    own = timm.create_model("test_vit", num_classes=0, **type(learned).backbone_defaults).pos_embed
+    torch.testing.assert_close(learned.backbone.pos_embed, own)
+    trained = {id(p) for group in learned.parameter_groups(0.05) for p in group["params"]}
+    assert learned.backbone.pos_embed.requires_grad
+    assert id(learned.backbone.pos_embed) in trained
+    narrow = {"depth": 1, "embed_dim": 18, "num_heads": 1}  # no sine-cosine embedding fits a width of 18
+    with pytest.raises(ValueError, match="multiple of 4"):
+        ssl_hub.create_method(name, "vit_tiny_patch16_224", backbone_kwargs=narrow, **SINCOS_METHODS[name])
 
 
 def test_bad_inputs_fail_clearly(images: torch.Tensor) -> None:

@@ -7,8 +7,9 @@ patches before it), an MLP head predicts from each position the pixels of the ne
 squared error on the per-patch normalised pixels of the non-prefix patches. The prefix makes the trunk work with
 bidirectional attention afterwards, so the published backbone is the plain timm ViT; the head lives in ``ssl/``.
 
-Sine-cosine position embeddings of the patch grid are added to the trunk's output before the head, as in the paper
-(section 3; the trunk's input keeps the timm ViT's own position embedding). Class / register tokens of the ViT
+A 2D sine-cosine position embedding of the patch grid is added to the patches before the trunk and to the trunk's
+output before the head, as in the paper (section 3) and its released models: the ViT's own position embedding is
+frozen at it (``AIMConfig.fixed_position_embedding``). Class / register tokens of the ViT
 belong to the bidirectional prefix. Works on timm Vision Transformers whose blocks take ``attn_mask`` (timm's
 ``Block`` does; see :class:`ssl_hub.modules.MaskedVisionTransformer`).
 """
@@ -30,6 +31,7 @@ from ssl_hub.methods.base import MethodConfig, Paper, SSLMethod, SSLMethodOutput
 from ssl_hub.modules import (
     MaskedVisionTransformer,
     MaskingRNG,
+    fix_sincos_position_embedding,
     patchify,
     prefix_causal_attention_mask,
     random_prefix_lengths,
@@ -68,6 +70,9 @@ class AIMConfig(MethodConfig):
         min_prefix_length: Shortest prefix, in patches (1).
         max_prefix_length: Longest prefix, in patches; ``None`` for ``N - 1`` (the paper's range).
         norm_pix_loss: Regress per-patch normalised pixels (the paper's target).
+        fixed_position_embedding: Freeze the trunk's position embedding at the 2D sine-cosine one of its patch grid
+            (zero at a class token), as the paper's trunk. ``False`` trains the ViT's own, e.g. to continue from a ViT
+            whose position embedding was learned.
     """
 
     head_hidden_dim: int = 2048
@@ -76,6 +81,7 @@ class AIMConfig(MethodConfig):
     min_prefix_length: int = 1
     max_prefix_length: int | None = None
     norm_pix_loss: bool = True
+    fixed_position_embedding: bool = True
 
     def validate(self) -> None:
         check_positive_int("head_hidden_dim", self.head_hidden_dim, "AIM")
@@ -124,6 +130,13 @@ class AIM(SSLMethod):
         )
         self.criterion = MAELoss(norm_pix_loss=cfg.norm_pix_loss)
         self.mask_rng = MaskingRNG()
+        if cfg.fixed_position_embedding:
+            fix_sincos_position_embedding(self.encoder.vit)
+
+    def fit_input_size(self, image_size: int) -> None:
+        super().fit_input_size(image_size)
+        if self.config.fixed_position_embedding:  # a resized ViT holds a resampled embedding: the new grid's instead
+            fix_sincos_position_embedding(self.encoder.vit)
 
     @classmethod
     def default_training_arguments(cls, config: MethodConfig | None = None) -> dict[str, Any]:

@@ -74,6 +74,11 @@ def fix_sincos_position_embedding(vit: VisionTransformer) -> None:
     """
     if vit.pos_embed is None:
         return
+    if vit.embed_dim % 4:
+        raise ValueError(
+            f"A fixed 2D sine-cosine position embedding needs a ViT width that is a multiple of 4, got "
+            f"{vit.embed_dim}: pass fixed_position_embedding=False to train the ViT's own."
+        )
     grid = vit.patch_embed.grid_size
     prefix = vit.pos_embed.shape[1] - grid[0] * grid[1]  # 0 for ViTs that embed no prefix position
     position = sincos_position_embedding(grid, vit.embed_dim)  # (N, D)
