@@ -9,9 +9,9 @@ bidirectional attention afterwards, so the published backbone is the plain timm 
 
 A 2D sine-cosine position embedding of the patch grid is added to the patches before the trunk and to the trunk's
 output before the head, as in the paper (section 3) and its released models: the ViT's own position embedding is
-frozen at it (``AIMConfig.fixed_position_embedding``). Class / register tokens of the ViT
-belong to the bidirectional prefix. Works on timm Vision Transformers whose blocks take ``attn_mask`` (timm's
-``Block`` does; see :class:`ssl_hub.modules.MaskedVisionTransformer`).
+frozen at it (``AIMConfig.fixed_position_embedding``). Class / register tokens of the ViT belong to the
+bidirectional prefix. Works on timm Vision Transformers whose blocks take ``attn_mask`` (timm's ``Block`` does; see
+:class:`ssl_hub.modules.MaskedVisionTransformer`).
 """
 
 from __future__ import annotations
