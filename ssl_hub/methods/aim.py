@@ -31,7 +31,6 @@ from ssl_hub.methods.base import MethodConfig, Paper, SSLMethod, SSLMethodOutput
 from ssl_hub.modules import (
     MaskedVisionTransformer,
     MaskingRNG,
-    fix_sincos_position_embedding,
     patchify,
     prefix_causal_attention_mask,
     random_prefix_lengths,
@@ -130,13 +129,7 @@ class AIM(SSLMethod):
         )
         self.criterion = MAELoss(norm_pix_loss=cfg.norm_pix_loss)
         self.mask_rng = MaskingRNG()
-        if cfg.fixed_position_embedding:
-            fix_sincos_position_embedding(self.encoder.vit)
-
-    def fit_input_size(self, image_size: int) -> None:
-        super().fit_input_size(image_size)
-        if self.config.fixed_position_embedding:  # a resized ViT holds a resampled embedding: the new grid's instead
-            fix_sincos_position_embedding(self.encoder.vit)
+        self.fix_position_embeddings()
 
     @classmethod
     def default_training_arguments(cls, config: MethodConfig | None = None) -> dict[str, Any]:

@@ -12,11 +12,13 @@ from typing import TYPE_CHECKING, Any, ClassVar, Literal, TypeVar
 
 import torch
 from timm.models import parse_model_name
+from timm.models.vision_transformer import VisionTransformer
 from torch import nn
 from transformers.utils import ModelOutput
 
 from ssl_hub.losses.utils import sum_of_terms
 from ssl_hub.modules.backbone import create_backbone, feature_dim, fit_input_size
+from ssl_hub.modules.masked_vit import fix_sincos_position_embedding
 from ssl_hub.transforms.multi_view import MultiViewTransform
 
 if TYPE_CHECKING:
@@ -219,6 +221,18 @@ class SSLMethod(nn.Module):
         for module in self.modules():
             if hasattr(module, "pretrained_cfg"):
                 fit_input_size(module, image_size)
+        self.fix_position_embeddings()  # a resized ViT holds a resampled embedding: the new grid's instead
+
+    def fix_position_embeddings(self) -> None:
+        """Freeze every timm ViT inside (a teacher copy too) at the 2D sine-cosine position embedding of its current
+        patch grid, if the method's config sets ``fixed_position_embedding`` (MAE, I-JEPA and AIM, as their papers;
+        see :func:`ssl_hub.modules.fix_sincos_position_embedding`). Those methods call it when built, and
+        :meth:`fit_input_size` calls it again after resizing."""
+        if not getattr(self.config, "fixed_position_embedding", False):
+            return
+        for module in self.modules():
+            if isinstance(module, VisionTransformer):
+                fix_sincos_position_embedding(module)
 
     def make_transform(self, input_size: int = 224, **kwargs: Any) -> MultiViewTransform:
         """The method's default augmentation: image -> list of views. ``kwargs`` override its arguments."""

@@ -25,7 +25,6 @@ from ssl_hub.methods.dino import switch_off_dropout
 from ssl_hub.modules.ema import ema_copy
 from ssl_hub.modules.masked_vit import (
     MaskedVisionTransformer,
-    fix_sincos_position_embedding,
     sincos_position_embedding,
 )
 from ssl_hub.modules.masking import MaskingRNG
@@ -250,8 +249,7 @@ class IJEPA(SSLMethod):
         super().__init__(backbone, config, **kwargs)
         cfg = self.config
         self.encoder = MaskedVisionTransformer(self.backbone, owner=self.display_name)
-        if cfg.fixed_position_embedding:
-            fix_sincos_position_embedding(self.encoder.vit)  # before the target encoder copies it
+        self.fix_position_embeddings()  # before the target encoder copies it
         num_heads = cfg.predictor_num_heads or int(cast(Any, self.encoder.vit.blocks[0]).attn.num_heads)
         self.predictor = IJEPAPredictor(
             input_dim=self.encoder.embed_dim,
@@ -265,12 +263,6 @@ class IJEPA(SSLMethod):
         switch_off_dropout(self.teacher_backbone)
         self.criterion = IJEPALoss(loss_type=cfg.loss_type)
         self.mask_rng = MaskingRNG()
-
-    def fit_input_size(self, image_size: int) -> None:
-        super().fit_input_size(image_size)
-        if self.config.fixed_position_embedding:  # resized ViTs hold resampled embeddings: the new grid's instead
-            for vit in (self.backbone, self.teacher_backbone):
-                fix_sincos_position_embedding(cast(VisionTransformer, vit))
 
     def sample_blocks(self, batch_size: int, grid_size: tuple[int, int], device: torch.device) -> MultiBlockMask:
         """This step's context and target blocks (drawn on the CPU from ``self.mask_rng``)."""
