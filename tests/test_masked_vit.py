@@ -10,6 +10,9 @@ import pytest
 import timm
 import torch
 from masked_image_reference import sincos_reference
+from test_aim import SMALL_HEAD
+from test_ijepa import SMALL as SMALL_PREDICTOR
+from test_mae import SMALL_DECODER
 from test_methods import train_a_few_steps
 from timm.models.vision_transformer import VisionTransformer
 
@@ -182,12 +185,8 @@ def test_fixed_position_embedding_is_the_sincos_one_after_the_prefix(key: str) -
     assert not vit.pos_embed.requires_grad
 
 
-# The methods whose ViTs hold the fixed sine-cosine position embedding, with small heads.
-SINCOS_METHODS = {
-    "mae": {"decoder_dim": 32, "decoder_depth": 1, "decoder_num_heads": 2},
-    "ijepa": {"predictor_dim": 32, "predictor_depth": 1, "predictor_num_heads": 2},
-    "aim": {"head_hidden_dim": 32, "head_num_blocks": 1},
-}
+# The methods whose ViTs hold the fixed sine-cosine position embedding, with their tests' small heads.
+SINCOS_METHODS = {"mae": SMALL_DECODER, "ijepa": SMALL_PREDICTOR, "aim": SMALL_HEAD}
 
 
 @pytest.mark.parametrize("name", SINCOS_METHODS)

@@ -23,10 +23,7 @@ from ssl_hub.losses.ijepa import LOSS_TYPES, IJEPALoss
 from ssl_hub.methods.base import MethodConfig, Paper, SSLMethod, SSLMethodOutput
 from ssl_hub.methods.dino import switch_off_dropout
 from ssl_hub.modules.ema import ema_copy
-from ssl_hub.modules.masked_vit import (
-    MaskedVisionTransformer,
-    sincos_position_embedding,
-)
+from ssl_hub.modules.masked_vit import MaskedVisionTransformer, sincos_position_embedding
 from ssl_hub.modules.masking import MaskingRNG
 from ssl_hub.modules.multi_block_mask import MultiBlockMask, multi_block_mask
 from ssl_hub.registry import register_method

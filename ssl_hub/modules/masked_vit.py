@@ -67,8 +67,8 @@ def sincos_position_embedding(
 
 def fix_sincos_position_embedding(vit: VisionTransformer) -> None:
     """Set ``vit``'s position embedding to :func:`sincos_position_embedding` of its current patch grid and freeze it,
-    as MAE's and I-JEPA's encoders do (``pos_embed``, ``requires_grad=False``). Prefix positions it covers (a class
-    token's) are zero, as MAE's. A ViT without a position embedding (rotary ones) is left as it is.
+    as MAE's, I-JEPA's and AIM's encoders do (``pos_embed``, ``requires_grad=False``). Prefix positions it covers (a
+    class token's) are zero, as MAE's. A ViT without a position embedding (rotary ones) is left as it is.
 
     timm's ``set_input_size`` resamples the embedding (it stays frozen): call this again after it for the new grid's.
     """
