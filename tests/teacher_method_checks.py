@@ -3,6 +3,7 @@ of a real ``ssl_hub.pretrain`` run and the hub round trip of a published teacher
 
 from __future__ import annotations
 
+import unittest
 from collections.abc import Callable, Sequence
 from pathlib import Path
 
@@ -19,10 +20,13 @@ from ssl_hub.training import EMAUpdateCallback
 
 def check_ema_follows(method: ssl_hub.SSLMethod, tmp_path: Path, schedule: Callable[[int, int], float]) -> None:
     """During ``ssl_hub.pretrain``, after every step ``teacher == m * teacher_before + (1 - m) * student`` with
-    ``m = schedule(step, max_steps)``, for every (student, teacher) pair of the method's EMA callback."""
+    ``m = schedule(step, max_steps)``, for every (student, teacher) pair of the method's EMA callback; the run warns
+    that its published teacher is left near its initialisation."""
     (ema,) = [c for c in method.callbacks() if isinstance(c, EMAUpdateCallback)]
     recorder = TeacherRecorder(ema.pairs)
-    pretrain_a_few_steps(method, tmp_path, steps=3, callbacks=[recorder])
+    with unittest.TestCase().assertLogs("ssl_hub.training.callbacks", level="WARNING") as logs:
+        pretrain_a_few_steps(method, tmp_path, steps=3, callbacks=[recorder])
+    assert any("EMA teacher" in line and "over 3 steps" in line for line in logs.output), logs.output
     assert [r["step"] for r in recorder.records] == [0, 1, 2]
     for record in recorder.records:
         m = schedule(record["step"], record["max_steps"])

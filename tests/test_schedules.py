@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import logging
 import math
 
 import pytest
@@ -13,6 +14,7 @@ from ssl_hub.modules import ema_copy, update_momentum
 from ssl_hub.training import (
     EMAUpdateCallback,
     FreezeParametersCallback,
+    LinearEMAUpdateCallback,
     cosine_schedule,
     linear_warmup_schedule,
     steps_per_epoch,
@@ -69,6 +71,52 @@ def test_ema_callback_applies_the_scheduled_momentum_of_the_step_just_taken() ->
     callback.on_step_end(args, state_at(step=3), TrainerControl())  # after the optimizer step with index 2
     m = cosine_schedule(2, 10, 0.9, 1.0)
     torch.testing.assert_close(teacher.weight, torch.full((2, 2), 1.0 - m))
+
+
+@pytest.mark.parametrize("callback_class", [EMAUpdateCallback, LinearEMAUpdateCallback])
+def test_initial_weight_share_is_what_the_updates_leave_of_the_initial_teacher(callback_class: type) -> None:
+    # A teacher starting at 1 and pulled towards a student held at 0 keeps exactly its initial share; the reference
+    # runs the callback's own updates in float64.
+    student, teacher = nn.Linear(1, 1, bias=False).double(), nn.Linear(1, 1, bias=False).double()
+    with torch.no_grad():
+        student.weight.fill_(0.0)
+        teacher.weight.fill_(1.0)
+    callback = callback_class([(student, teacher)], momentum_start=0.9, momentum_end=1.0)
+    args = TrainingArguments(output_dir="unused", report_to="none")
+    for step in range(1, 31):
+        callback.on_step_end(args, state_at(step, max_steps=30), TrainerControl())
+    assert callback.initial_weight_share(30) == pytest.approx(teacher.weight.item(), rel=1e-12)
+    assert 0.9**30 < teacher.weight.item() < 0.9  # momenta from 0.9 up to 1: neither extreme
+
+
+class PublishesTeacher(nn.Module):
+    published_backbone = "teacher_backbone"
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.backbone, self.teacher_backbone = nn.Linear(1, 1), nn.Linear(1, 1)
+
+
+@pytest.mark.parametrize(
+    ("max_steps", "published", "warned"),
+    [(95, "teacher_backbone", True), (936, "teacher_backbone", True), (1200, "teacher_backbone", False),
+     (95, "backbone", False)],
+)  # fmt: skip
+def test_a_published_teacher_left_near_its_initialisation_is_warned_about(
+    max_steps: int, published: str, warned: bool, caplog: pytest.LogCaptureFixture
+) -> None:
+    model = PublishesTeacher()
+    model.published_backbone = published
+    callback = LinearEMAUpdateCallback([(model.backbone, model.teacher_backbone)], 0.996, 1.0)
+    args = TrainingArguments(output_dir="unused", report_to="none")
+    with caplog.at_level(logging.WARNING, logger="ssl_hub.training.callbacks"):
+        callback.on_train_begin(args, state_at(0, max_steps=max_steps), TrainerControl(), model=model)
+    assert ("EMA teacher" in caplog.text) == warned
+    if warned:
+        share = callback.initial_weight_share(max_steps)
+        assert f"{100 * share:.0f}% of its initial weights" in caplog.text
+        assert f"over {max_steps} steps" in caplog.text
+        assert "momentum_start" in caplog.text
 
 
 def test_frozen_parameters_lose_their_gradient_during_the_frozen_epochs_only() -> None:
