@@ -116,7 +116,11 @@ def test_a_published_teacher_left_near_its_initialisation_is_warned_about(
         share = callback.initial_weight_share(max_steps)
         assert f"{100 * share:.0f}% of its initial weights" in caplog.text
         assert f"over {max_steps} steps" in caplog.text
-        assert "momentum_start" in caplog.text
+        suggested = callback.momentum_start_for_share(max_steps, 0.1)
+        assert f"lower momentum_start to {suggested:.3f} or below" in caplog.text
+        shares = [LinearEMAUpdateCallback([], start, 1.0).initial_weight_share(max_steps)
+                  for start in (suggested, suggested + 0.001)]  # fmt: skip
+        assert shares[0] <= 0.1 < shares[1]
 
 
 def test_frozen_parameters_lose_their_gradient_during_the_frozen_epochs_only() -> None:

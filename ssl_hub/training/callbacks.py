@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import copy
 import logging
 import math
 from collections.abc import Iterable, Sequence
@@ -215,9 +216,24 @@ class EMAUpdateCallback(TrainerCallback):
             logger.warning(
                 "The published backbone is an EMA teacher, and with momentum %s -> %s over %d steps it still holds "
                 "%.0f%% of its initial weights at the end of this run, so it trails its student. Train for more "
-                "steps, lower momentum_start (e.g. 0.99), or evaluate the student (method.backbone) too.",
+                "steps, lower momentum_start to %.3f or below (the teacher then holds at most %.0f%%), or evaluate "
+                "the student (method.backbone) too.",
                 self.momentum_start, self.momentum_end, state.max_steps, 100 * share,
+                self.momentum_start_for_share(state.max_steps, SHORT_RUN_INITIAL_SHARE), 100 * SHORT_RUN_INITIAL_SHARE,
             )  # fmt: skip
+
+    def momentum_start_for_share(self, max_steps: int, share: float) -> float:
+        """The highest ``momentum_start`` (to 3 decimals, same schedule and end) whose teacher holds at most ``share``
+        of its initial weights after ``max_steps`` updates."""
+        low, high = 0.0, 1.0  # holds 0 at momentum 0 (the first update copies the student); the share rises with it
+        probe = copy.copy(self)
+        for _ in range(40):
+            probe.momentum_start = middle = (low + high) / 2
+            if probe.initial_weight_share(max_steps) <= share:
+                low = middle
+            else:
+                high = middle
+        return math.floor(low * 1000) / 1000
 
     def on_step_end(self, args: TrainingArguments, state: TrainerState, control: TrainerControl, **kwargs: Any):
         momentum = self.momentum(state.global_step - 1, state.max_steps)
