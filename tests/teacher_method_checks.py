@@ -3,10 +3,12 @@ of a real ``ssl_hub.pretrain`` run and the hub round trip of a published teacher
 
 from __future__ import annotations
 
+import math
 import unittest
 from collections.abc import Callable, Sequence
 from pathlib import Path
 
+import pytest
 import timm
 import torch
 from conftest import random_images
@@ -25,8 +27,10 @@ def check_ema_follows(method: ssl_hub.SSLMethod, tmp_path: Path, schedule: Calla
     (ema,) = [c for c in method.callbacks() if isinstance(c, EMAUpdateCallback)]
     recorder = TeacherRecorder(ema.pairs)
     with unittest.TestCase().assertLogs("ssl_hub.training.callbacks", level="WARNING") as logs:
-        pretrain_a_few_steps(method, tmp_path, steps=3, callbacks=[recorder])
+        result = pretrain_a_few_steps(method, tmp_path, steps=3, callbacks=[recorder])
     assert any("EMA teacher" in line and "over 3 steps" in line for line in logs.output), logs.output
+    expected_share = math.prod(schedule(step, 3) for step in range(3))
+    assert result.training["teacher_initial_share"] == pytest.approx(expected_share, rel=1e-12)
     assert [r["step"] for r in recorder.records] == [0, 1, 2]
     for record in recorder.records:
         m = schedule(record["step"], record["max_steps"])
@@ -52,6 +56,9 @@ def check_hub_round_trip(
     pretrain_a_few_steps(method, tmp_path / "run", steps=2)
     folder = method.save_pretrained(tmp_path / "hub")
     assert method.published_backbone == "teacher_backbone"
+    (ema,) = [c for c in method.callbacks() if isinstance(c, EMAUpdateCallback)]
+    share = f"after 2 steps it still holds {100 * ema.initial_weight_share(2):.1f} % of its initial weights"
+    assert share in (folder / "README.md").read_text()
     method.eval()
     images = torch.randn(3, 3, 32, 32, generator=torch.Generator().manual_seed(0))
     with torch.no_grad():

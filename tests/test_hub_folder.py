@@ -157,6 +157,7 @@ def test_model_card_parses_and_carries_the_metadata(saved) -> None:
     assert f'timm.create_model("local-dir:{folder}", pretrained=True)' in card.text
     assert f'AutoModelForImageClassification.from_pretrained("{folder}", num_labels=10)' in card.text
     assert "@inproceedings{chen2020simclr" in card.text
+    assert "| Published weights | the trained backbone (student) |" in card.text  # no EMA teacher, no initial share
 
 
 def _break(folder: Path, tmp_path: Path, how: str) -> Path:

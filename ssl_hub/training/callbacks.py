@@ -198,10 +198,15 @@ class EMAUpdateCallback(TrainerCallback):
     def momentum(self, step: int, max_steps: int) -> float:
         return cosine_schedule(step, max_steps, self.momentum_start, self.momentum_end)
 
-    def initial_weight_share(self, max_steps: int) -> float:
-        """How much of its initial weights a teacher still holds after ``max_steps`` updates: the product of the
-        momenta, as ``teacher = prod_k m_k * initial + sum_k (1 - m_k) prod_{j > k} m_j * student_k``."""
-        return math.prod(self.momentum(step, max_steps) for step in range(max_steps))
+    def initial_weight_share(self, max_steps: int, steps: int | None = None) -> float:
+        """How much of its initial weights a teacher still holds after the first ``steps`` (all ``max_steps`` by
+        default) updates of a ``max_steps`` schedule: the product of the momenta, as
+        ``teacher = prod_k m_k * initial + sum_k (1 - m_k) prod_{j > k} m_j * student_k``."""
+        return math.prod(self.momentum(step, max_steps) for step in range(max_steps if steps is None else steps))
+
+    def teaches(self, module: Any) -> bool:
+        """Whether ``module`` is one of the teachers this callback updates."""
+        return any(module is teacher for _, teacher in self.pairs)
 
     def on_train_begin(
         self, args: TrainingArguments, state: TrainerState, control: TrainerControl, model: Any = None, **kwargs: Any
@@ -209,7 +214,7 @@ class EMAUpdateCallback(TrainerCallback):
         """Warn (once, on the main process) when the published backbone is a teacher that will still hold more than
         ``SHORT_RUN_INITIAL_SHARE`` of its initial weights at the end of the run."""
         published = getattr(model, getattr(model, "published_backbone", ""), None)
-        if not state.is_world_process_zero or not any(published is teacher for _, teacher in self.pairs):
+        if not state.is_world_process_zero or not self.teaches(published):
             return
         share = self.initial_weight_share(state.max_steps)
         if share > SHORT_RUN_INITIAL_SHARE:

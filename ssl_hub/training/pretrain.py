@@ -19,7 +19,7 @@ from ssl_hub.data.views import MultiViewDataset, collate_views
 from ssl_hub.eval.evaluate import evaluate_backbone, result_entries
 from ssl_hub.eval.monitor import KNNMonitorCallback
 from ssl_hub.methods.base import RECIPE_BATCH_SIZE, MethodConfig, SSLMethod
-from ssl_hub.training.callbacks import LossMonitor, MethodMetricsCallback, NonFiniteLossError
+from ssl_hub.training.callbacks import EMAUpdateCallback, LossMonitor, MethodMetricsCallback, NonFiniteLossError
 
 logger = logging.getLogger(__name__)
 
@@ -225,12 +225,13 @@ def pretrain(
 
     monitor = LossMonitor()
     method_metrics = MethodMetricsCallback()
+    method_callbacks = method.callbacks()
     trainer = Trainer(
         model=method,
         args=training_args,
         train_dataset=MultiViewDataset(splits.train, transform),
         data_collator=collate_views,
-        callbacks=[*method.callbacks(), monitor, method_metrics, *monitors, *callbacks],
+        callbacks=[*method_callbacks, monitor, method_metrics, *monitors, *callbacks],
         optimizers=(_optimizer(method, training_args), None),
     )
     method_metrics.attach(trainer)
@@ -269,6 +270,10 @@ def pretrain(
         "runtime_seconds": round(float(output.metrics.get("train_runtime", 0.0)), 1),
         "augmentation": repr(transform),
     }
+    for callback in method_callbacks:  # a published EMA teacher: what is left of its initialisation (the card says)
+        if isinstance(callback, EMAUpdateCallback) and callback.teaches(published):
+            state = trainer.state
+            training["teacher_initial_share"] = callback.initial_weight_share(state.max_steps, state.global_step)
     result = PretrainResult(trainer=trainer, training=training, dataset=splits.info)
     if monitors:
         training["knn_history"] = [[step, value] for step, value in monitors[0].history]
