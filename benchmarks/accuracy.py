@@ -107,7 +107,7 @@ def run_one(make_method: Any, name: str, seed: int, args: argparse.Namespace, da
     initial: dict[str, Any] = {}
     if args.evaluate_initial:  # what the published backbone scores before pretraining: the method's own starting point
         with torch.random.fork_rng():  # the DataLoaders draw seeds: the pretraining must see the same random stream
-            initial = evaluate_backbone(getattr(method, method.published_backbone), data["eval"], DATA_CONFIG,
+            initial = evaluate_backbone(method.published, data["eval"], DATA_CONFIG,
                                         knn=True, linear=True, linear_epochs=args.linear_epochs)  # fmt: skip
     training_args = {
         "output_dir": str(Path(args.work_dir) / f"{name}-seed{seed}"),
@@ -129,7 +129,7 @@ def run_one(make_method: Any, name: str, seed: int, args: argparse.Namespace, da
     result = ssl_hub.pretrain(method, data["pretrain"], training_args, image_size=IMAGE_SIZE,
                               transform_kwargs=args.transform_kwargs, save=False)  # fmt: skip
     seconds = time.perf_counter() - start
-    published = getattr(method, method.published_backbone)
+    published = method.published
     accuracy = evaluate_backbone(published, data["eval"], DATA_CONFIG, knn=True, linear=True,
                                  linear_epochs=args.linear_epochs)  # fmt: skip
     row = {

@@ -67,7 +67,7 @@ def assert_hub_round_trip(method: ssl_hub.SSLMethod, folder: Path, views: Sequen
     """timm's ``local-dir:`` gives the published backbone's features on every view size; ``load_method`` restores
     the whole state and the same loss. Returns the restored method."""
     method.save_pretrained(folder)
-    published = getattr(method.eval(), method.published_backbone)
+    published = method.eval().published
     backbone = timm.create_model(f"local-dir:{folder}", pretrained=True).eval()
     with torch.no_grad():
         for view in {tuple(v.shape): v for v in views}.values():  # one view of each size

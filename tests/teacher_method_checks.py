@@ -56,6 +56,7 @@ def check_hub_round_trip(
     pretrain_a_few_steps(method, tmp_path / "run", steps=2)
     folder = method.save_pretrained(tmp_path / "hub")
     assert method.published_backbone == "teacher_backbone"
+    assert method.published is method.teacher_backbone
     (ema,) = [c for c in method.callbacks() if isinstance(c, EMAUpdateCallback)]
     share = f"after 2 steps it still holds {100 * ema.initial_weight_share(2):.1f} % of its initial weights"
     assert share in (folder / "README.md").read_text()

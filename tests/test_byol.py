@@ -87,6 +87,7 @@ def test_save_publishes_the_online_backbone_and_load_restores_the_target(tmp_pat
     method = ssl_hub.create_method("byol", backbone="test_resnet", **SMALL, momentum_start=0.9)
     check_save_and_load(method, tmp_path, ["teacher_backbone.", "teacher_projection_head.", "prediction_head."])
     assert method.published_backbone == "backbone"
+    assert method.published is method.backbone
     teacher, student = method.teacher_backbone.state_dict(), method.backbone.state_dict()
     assert any(not torch.equal(teacher[k], student[k]) for k in student), "the target lags behind after training"
 

@@ -99,7 +99,7 @@ def test_save_then_timm_and_load_method_agree(name: str, tmp_path: Path) -> None
 
     views = method_views(method)
     backbone = timm.create_model(f"local-dir:{folder}", pretrained=True).eval()
-    published = getattr(method.eval(), method.published_backbone)
+    published = method.eval().published
     with torch.no_grad():
         torch.testing.assert_close(backbone(views[0]), published(views[0]), rtol=0, atol=0)
 
@@ -125,7 +125,7 @@ def test_methods_that_never_train_the_class_token_publish_the_mean_patch_token(
     images = torch.randn(2, 3, 32, 32, generator=torch.Generator().manual_seed(0))
     for name in sorted(pooling):
         method = create(name, "test_vit")
-        published = getattr(method, method.published_backbone).eval()
+        published = method.published.eval()
         with torch.no_grad():
             patch_tokens = published.forward_features(images)[:, published.num_prefix_tokens :]  # (B, N, D)
             torch.testing.assert_close(published(images), published.fc_norm(patch_tokens.mean(dim=1)))

@@ -141,7 +141,7 @@ def save_hub_folder(
         "license": license,
     }
     info = {**method.hub_info, **{k: v for k, v in given.items() if v is not None}}
-    data_config = {**default_data_config(getattr(method, method.published_backbone)), **info.get("data_config", {})}
+    data_config = {**default_data_config(method.published), **info.get("data_config", {})}
     training = info.get("training")
     ssl_block = {
         "version": __version__,
@@ -156,7 +156,7 @@ def save_hub_folder(
     }
     staging = Path(tempfile.mkdtemp(prefix=".ssl_hub-", dir=target))
     try:
-        published = getattr(method, method.published_backbone)
+        published = method.published
         hub_config = write_backbone(published, staging, data_config, {"ssl_hub": ssl_block})
         _write_method_state(method, staging / SSL_DIR)
         if training is not None and has_loss_curve(training):
@@ -304,7 +304,7 @@ def load_method(source: str | Path) -> SSLMethod:
             f"{ssl_config_path}: its method_config does not build {method_class.name}: {error}"
         ) from error
     if method.published_backbone != "backbone":  # the published weights are the teacher's, say
-        getattr(method, method.published_backbone).load_state_dict(backbone.state_dict())
+        method.published.load_state_dict(backbone.state_dict())
     expected = set(_ssl_state_keys(method))
     if stored_keys != expected:
         missing, unexpected = sorted(expected - stored_keys), sorted(stored_keys - expected)

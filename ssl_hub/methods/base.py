@@ -198,6 +198,12 @@ class SSLMethod(nn.Module):
             logger.warning(f"{self.display_name}: {backbone} refused the defaults {defaults} ({error}); built without.")
             return model
 
+    @property
+    def published(self) -> nn.Module:
+        """The submodule the hub folder publishes: :attr:`published_backbone` (the student, or an EMA teacher)."""
+        module: nn.Module = getattr(self, self.published_backbone)
+        return module
+
     def forward(self, views: Sequence[torch.Tensor]) -> SSLMethodOutput:
         """The loss of one batch of views; ``views[i]`` is ``(B, C, H_i, W_i)``."""
         raise NotImplementedError

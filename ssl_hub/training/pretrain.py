@@ -213,7 +213,7 @@ def pretrain(
     evaluate = knn and splits.test is not None and splits.train.has_labels and splits.test.has_labels
     is_main = training_args.process_index == 0
     method.to(training_args.device)
-    published = getattr(method, method.published_backbone)
+    published = method.published
 
     def knn_top1() -> dict[str, float]:
         return evaluate_backbone(published, splits, data_config, knn_k=knn_k, knn_temperature=knn_temperature)
