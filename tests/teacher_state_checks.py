@@ -1,12 +1,15 @@
-"""Checks shared by the tests of methods with an EMA teacher or a memory bank (BYOL, MoCo, NNCLR)."""
+"""Checks shared by the tests of methods with an EMA teacher or a memory bank (BYOL, MoCo, NNCLR, and the EMA update
+of the masked-image teacher methods)."""
 
 from __future__ import annotations
 
+import math
 import unittest
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
 
+import pytest
 import timm
 import torch
 from conftest import random_images
@@ -15,7 +18,7 @@ from transformers import TrainerCallback
 
 import ssl_hub
 from ssl_hub.data import ArrayImageDataset
-from ssl_hub.training import cosine_schedule
+from ssl_hub.training import EMAUpdateCallback
 
 
 def pretrain_a_few_steps(
@@ -71,18 +74,29 @@ class TeacherRecorder(TrainerCallback):
         )
 
 
-def check_ema_follows_the_schedule(method: ssl_hub.SSLMethod, tmp_path: Path, start: float, end: float) -> None:
-    """During ``ssl_hub.pretrain``, teacher_after == m * teacher_before + (1 - m) * student_after at every step,
-    with ``m = cosine_schedule(step, max_steps, start, end)``; the momentum fitted from the data matches ``m``. The
-    published backbone is the student, so the run neither warns about nor records a teacher's initial share."""
-    (ema,) = method.callbacks()
+def check_ema_follows(
+    method: ssl_hub.SSLMethod, tmp_path: Path, schedule: Callable[[int, int], float], *, publishes_teacher: bool
+) -> None:
+    """During ``ssl_hub.pretrain``, after every step ``teacher == m * teacher_before + (1 - m) * student`` with
+    ``m = schedule(step, max_steps)``, for every (student, teacher) pair of the method's EMA callback, and the
+    momentum fitted from the data matches ``m``. A run that publishes its teacher warns that the teacher is left near
+    its initialisation and records the share of its initial weights it keeps; one that publishes its student does
+    neither."""
+    (ema,) = [c for c in method.callbacks() if isinstance(c, EMAUpdateCallback)]
     recorder = TeacherRecorder(ema.pairs)
-    with unittest.TestCase().assertNoLogs("ssl_hub.training.callbacks", level="WARNING"):
-        result = pretrain_a_few_steps(method, tmp_path, steps=3, callbacks=[recorder])
-    assert "teacher_initial_share" not in result.training
+    if publishes_teacher:
+        with unittest.TestCase().assertLogs("ssl_hub.training.callbacks", level="WARNING") as logs:
+            result = pretrain_a_few_steps(method, tmp_path, steps=3, callbacks=[recorder])
+        assert any("EMA teacher" in line and "over 3 steps" in line for line in logs.output), logs.output
+        expected_share = math.prod(schedule(step, 3) for step in range(3))
+        assert result.training["teacher_initial_share"] == pytest.approx(expected_share, rel=1e-12)
+    else:
+        with unittest.TestCase().assertNoLogs("ssl_hub.training.callbacks", level="WARNING"):
+            result = pretrain_a_few_steps(method, tmp_path, steps=3, callbacks=[recorder])
+        assert "teacher_initial_share" not in result.training
     assert [r["step"] for r in recorder.records] == [0, 1, 2]
     for record in recorder.records:
-        m = cosine_schedule(record["step"], record["max_steps"], start, end)
+        m = schedule(record["step"], record["max_steps"])
         before, after, student = record["before"], record["after"], record["student"]
         torch.testing.assert_close(after, m * before + (1 - m) * student, rtol=0, atol=5e-7)
         pull = student - before  # the teacher moves by (1 - m) * pull

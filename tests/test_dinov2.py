@@ -18,7 +18,8 @@ from masked_siamese_reference import (
     rows,
     sinkhorn_knopp,
 )
-from teacher_method_checks import check_ema_follows, check_hub_round_trip, transform_views
+from teacher_method_checks import check_hub_round_trip, transform_views
+from teacher_state_checks import check_ema_follows
 
 import ssl_hub
 from ssl_hub.losses import DINOLoss, IBOTPatchLoss, KoLeoLoss, SinkhornDINOLoss
@@ -120,7 +121,9 @@ def test_masks_half_of_the_global_crops_at_evenly_spread_ratios() -> None:
 
 def test_teacher_follows_the_cosine_momentum_schedule(tmp_path: Path) -> None:
     method = DINOv2("test_vit", **SMALL, momentum_start=0.9)
-    check_ema_follows(method, tmp_path, lambda step, steps: cosine_schedule(step, steps, 0.9, 1.0))
+    check_ema_follows(
+        method, tmp_path, lambda step, steps: cosine_schedule(step, steps, 0.9, 1.0), publishes_teacher=True
+    )
 
 
 def test_published_backbone_is_the_teacher_and_load_method_restores_the_rest(tmp_path: Path) -> None:

@@ -13,8 +13,8 @@ import pytest
 import torch
 from masked_image_reference import Capture
 from masked_siamese_reference import dino_pairs_reference, ibot_patch_reference, rows, softmax
-from teacher_method_checks import check_ema_follows, check_hub_round_trip, transform_views
-from teacher_state_checks import pretrain_a_few_steps
+from teacher_method_checks import check_hub_round_trip, transform_views
+from teacher_state_checks import check_ema_follows, pretrain_a_few_steps
 from transformers import TrainerCallback
 
 import ssl_hub
@@ -179,7 +179,9 @@ def test_teacher_temperatures_warm_up_and_the_last_layer_waits_an_epoch(tmp_path
 
 def test_teacher_follows_the_cosine_momentum_schedule(tmp_path: Path) -> None:
     method = IBOT("test_vit", **SMALL, momentum_start=0.9, freeze_last_layer=0)
-    check_ema_follows(method, tmp_path, lambda step, steps: cosine_schedule(step, steps, 0.9, 1.0))
+    check_ema_follows(
+        method, tmp_path, lambda step, steps: cosine_schedule(step, steps, 0.9, 1.0), publishes_teacher=True
+    )
 
 
 def test_published_backbone_is_the_teacher_and_load_method_restores_the_rest(tmp_path: Path) -> None:

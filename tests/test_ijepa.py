@@ -11,7 +11,8 @@ from pathlib import Path
 import pytest
 import torch
 from masked_image_reference import Capture, sincos_reference
-from teacher_method_checks import check_ema_follows, check_hub_round_trip, transform_views
+from teacher_method_checks import check_hub_round_trip, transform_views
+from teacher_state_checks import check_ema_follows
 
 import ssl_hub
 from ssl_hub.losses import IJEPALoss
@@ -204,7 +205,9 @@ def test_method_loss_is_the_formula_on_its_own_blocks() -> None:
 
 def test_target_encoder_follows_the_linear_momentum_schedule(tmp_path: Path) -> None:
     method = IJEPA("test_vit", **SMALL, momentum_start=0.9)
-    check_ema_follows(method, tmp_path, lambda step, steps: linear_schedule(step, steps, 0.9, 1.0))
+    check_ema_follows(
+        method, tmp_path, lambda step, steps: linear_schedule(step, steps, 0.9, 1.0), publishes_teacher=True
+    )
 
 
 def test_published_backbone_is_the_target_encoder_and_load_method_restores_the_predictor(tmp_path: Path) -> None:

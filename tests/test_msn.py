@@ -14,7 +14,8 @@ import torch.distributed as dist
 import torch.multiprocessing as mp
 from masked_image_reference import Capture
 from masked_siamese_reference import me_max, msn_reference
-from teacher_method_checks import check_ema_follows, check_hub_round_trip, transform_views
+from teacher_method_checks import check_hub_round_trip, transform_views
+from teacher_state_checks import check_ema_follows
 from test_distributed import WORLD_SIZE, free_port
 
 import ssl_hub
@@ -127,7 +128,9 @@ def test_published_backbone_and_state_are_the_target_network(tmp_path: Path) -> 
 
 def test_target_network_follows_the_linear_momentum_schedule(tmp_path: Path) -> None:
     method = MSN("test_vit", **SMALL, momentum_start=0.9)
-    check_ema_follows(method, tmp_path, lambda step, steps: linear_schedule(step, steps, 0.9, 1.0))
+    check_ema_follows(
+        method, tmp_path, lambda step, steps: linear_schedule(step, steps, 0.9, 1.0), publishes_teacher=True
+    )
 
 
 def test_linear_schedule_runs_from_start_to_end_over_the_steps() -> None:
