@@ -74,6 +74,12 @@ class TeacherRecorder(TrainerCallback):
         )
 
 
+def ema_callback(method: ssl_hub.SSLMethod) -> EMAUpdateCallback:
+    """The method's one EMA callback."""
+    (ema,) = [c for c in method.callbacks() if isinstance(c, EMAUpdateCallback)]
+    return ema
+
+
 def check_ema_follows(
     method: ssl_hub.SSLMethod, tmp_path: Path, schedule: Callable[[int, int], float], *, publishes_teacher: bool
 ) -> None:
@@ -82,8 +88,7 @@ def check_ema_follows(
     momentum fitted from the data matches ``m``. A run that publishes its teacher warns that the teacher is left near
     its initialisation and records the share of its initial weights it keeps; one that publishes its student does
     neither."""
-    (ema,) = [c for c in method.callbacks() if isinstance(c, EMAUpdateCallback)]
-    recorder = TeacherRecorder(ema.pairs)
+    recorder = TeacherRecorder(ema_callback(method).pairs)
     if publishes_teacher:
         with unittest.TestCase().assertLogs("ssl_hub.training.callbacks", level="WARNING") as logs:
             result = pretrain_a_few_steps(method, tmp_path, steps=3, callbacks=[recorder])

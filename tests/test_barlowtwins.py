@@ -136,7 +136,7 @@ def test_paper_defaults() -> None:
     assert head_defaults == {"input_dim": 2048, "hidden_dim": 8192, "output_dim": 8192}
     assert inspect.signature(BarlowTwinsLoss).parameters["lambda_param"].default == 5e-3
     recipe = BarlowTwins.default_training_arguments()
-    assert (recipe["learning_rate"], recipe["weight_decay"]) == (3e-4, 1.5e-6)  # the shared AdamW recipe's optimizer
+    assert (recipe["learning_rate"], recipe["weight_decay"]) == (3e-4, 1.5e-6)  # on the shared recipe's AdamW
 
 
 def test_method_uses_byol_views_and_a_three_layer_projector() -> None:

@@ -141,7 +141,8 @@ def save_hub_folder(
         "license": license,
     }
     info = {**method.hub_info, **{k: v for k, v in given.items() if v is not None}}
-    data_config = {**default_data_config(method.published), **info.get("data_config", {})}
+    published = method.published
+    data_config = {**default_data_config(published), **info.get("data_config", {})}
     training = info.get("training")
     ssl_block = {
         "version": __version__,
@@ -156,7 +157,6 @@ def save_hub_folder(
     }
     staging = Path(tempfile.mkdtemp(prefix=".ssl_hub-", dir=target))
     try:
-        published = method.published
         hub_config = write_backbone(published, staging, data_config, {"ssl_hub": ssl_block})
         _write_method_state(method, staging / SSL_DIR)
         if training is not None and has_loss_curve(training):
