@@ -127,7 +127,8 @@ def run_one(make_method: Any, name: str, seed: int, args: argparse.Namespace, da
         training_args["warmup_steps"] = args.warmup_ratio
     start = time.perf_counter()
     result = ssl_hub.pretrain(method, data["pretrain"], training_args, image_size=IMAGE_SIZE,
-                              transform_kwargs=args.transform_kwargs, save=False)  # fmt: skip
+                              transform_kwargs=args.transform_kwargs, timm_optimizer=args.timm_optimizer,
+                              timm_optimizer_kwargs=args.timm_optimizer_kwargs, save=False)  # fmt: skip
     seconds = time.perf_counter() - start
     published = method.published
     accuracy = evaluate_backbone(published, data["eval"], DATA_CONFIG, knn=True, linear=True,
@@ -136,7 +137,8 @@ def run_one(make_method: Any, name: str, seed: int, args: argparse.Namespace, da
         "method": name, "seed": seed, "knn": accuracy["knn_top1"], "linear": accuracy["linear_top1"],
         "seconds": seconds, "images_per_second": len(data["pretrain"]) * args.epochs / seconds,
         "final_loss": result.training["final_loss"],
-        "optimizer": result.training["optimizer"], "learning_rate": result.training["learning_rate"],
+        "optimizer": result.training["optimizer"], "optimizer_arguments": result.training["optimizer_arguments"],
+        "learning_rate": result.training["learning_rate"],
         "augmentation": result.training["augmentation"].splitlines()[0], "device": device_name(),
     }  # fmt: skip
     # RankMe of the test features: how many directions they use (cosine kNN suffers from a few dominant ones)
@@ -230,6 +232,14 @@ def main() -> None:
     parser.add_argument("--batch-size", type=int, default=256)
     parser.add_argument("--learning-rate", type=float, default=None, help="instead of each method's recipe")
     parser.add_argument("--warmup-ratio", type=float, default=None, help="instead of each method's recipe")
+    parser.add_argument(
+        "--timm-optimizer",
+        default=None,
+        help="a timm optimizer (lars, larc...) instead of the recipe's; needs --learning-rate",
+    )
+    parser.add_argument(
+        "--timm-optimizer-kwargs", type=json.loads, default={}, help="its arguments, e.g. '{\"trust_coeff\": 0.02}'"
+    )
     parser.add_argument("--linear-epochs", type=int, default=30)
     parser.add_argument("--seeds", type=int, nargs="*", default=[0])
     parser.add_argument("--workers", type=int, default=0, help="DataLoader workers for the augmentations")

@@ -61,6 +61,16 @@ class PretrainCommand:
     knn_every_n_steps: int | None = field(
         default=None, metadata={"help": "Also log the kNN top-1 (knn_top1) every so many steps during training."}
     )
+    timm_optimizer: str | None = field(
+        default=None,
+        metadata={
+            "help": "Train with this optimizer of timm's instead of --optim's (lars, larc, lamb...: "
+            "timm.optim.list_optimizers()), over the same parameter groups and schedule; needs --learning_rate."
+        },
+    )
+    timm_optimizer_kwargs: str | None = field(
+        default=None, metadata={"help": "JSON of the timm optimizer's arguments, e.g. '{\"trust_coeff\": 0.02}'."}
+    )
 
 
 def _fail(command: str, message: str, code: int = 1) -> int:
@@ -93,7 +103,11 @@ def run_pretrain(argv: list[str]) -> int:
     from transformers import HfArgumentParser, TrainingArguments
 
     from ssl_hub.methods.base import RECIPE_BATCH_SIZE
-    from ssl_hub.training.pretrain import complete_from_recipe, recommended_training_arguments
+    from ssl_hub.training.pretrain import (
+        check_timm_optimizer_rate,
+        complete_from_recipe,
+        recommended_training_arguments,
+    )
 
     first = argparse.ArgumentParser(prog="ssl-hub pretrain", add_help=False)
     first.add_argument("--method")
@@ -135,6 +149,10 @@ def run_pretrain(argv: list[str]) -> int:
         return _fail("pretrain", "--output-dir is required.", code=2)
     given = [name for name in ("learning_rate", "optim_args") if getattr(args, name) is not None]
     complete_from_recipe(args, method_class, method_config, given)
+    try:
+        check_timm_optimizer_rate(command.timm_optimizer, given)
+    except ValueError as error:
+        return _fail("pretrain", str(error), code=2)
     return _pretrain(command, method_class, method_config, args, push_repo)
 
 
@@ -144,6 +162,9 @@ def _pretrain(command: PretrainCommand, method_class: Any, method_config: Any, a
     try:
         backbone_kwargs = _json_object("--backbone_kwargs", command.backbone_kwargs, '{"drop_path_rate": 0.1}')
         transform_kwargs = _json_object("--transform_kwargs", command.transform_kwargs, '{"gaussian_blur": 0.0}')
+        optimizer_kwargs = _json_object(
+            "--timm_optimizer_kwargs", command.timm_optimizer_kwargs, '{"trust_coeff": 0.02}'
+        )
         method = method_class(command.backbone, method_config, backbone_kwargs=backbone_kwargs)
         result = pretrain(
             method,
@@ -156,6 +177,8 @@ def _pretrain(command: PretrainCommand, method_class: Any, method_config: Any, a
             knn_k=command.knn_k,
             knn_temperature=command.knn_temperature,
             knn_every_n_steps=command.knn_every_n_steps,
+            timm_optimizer=command.timm_optimizer,
+            timm_optimizer_kwargs=optimizer_kwargs,
             license=command.license,
         )
     except (ValueError, TypeError, OSError, RuntimeError, ImportError) as error:

@@ -144,14 +144,27 @@ def test_transform_kwargs_reach_the_augmentation_and_its_record(tmp_path: Path) 
         (["--transform_kwargs", "[0.0]"], "--transform_kwargs must be a JSON object such as"),
         (["--transform_kwargs", '{"blur": 0.0}'], "unexpected keyword argument 'blur'"),
         (["--backbone_kwargs", "drop_path_rate=0.1"], "--backbone_kwargs is not valid JSON"),
+        (["--timm_optimizer", "lars", "--learning_rate", "0.3", "--timm_optimizer_kwargs", "trust_coeff=0.02"],
+         "--timm_optimizer_kwargs is not valid JSON"),
+        (["--timm_optimizer", "lars", "--learning_rate", "0.3", "--timm_optimizer_kwargs", '{"trust": 0.02}'],
+         "do not fit timm's 'lars'"),
     ],
-)
+)  # fmt: skip
 def test_malformed_json_arguments_fail_with_clear_messages(
     flags: list[str], message: str, tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
     arguments = ["--output-dir", str(tmp_path / "out"), "--max_steps", "1", "--no_knn", *flags]
     assert main(["pretrain", "--method", "byol", "--backbone", "test_resnet", *arguments]) == 1
     assert message in capsys.readouterr().err
+    assert not (tmp_path / "out").exists()
+
+
+def test_a_timm_optimizer_without_its_learning_rate_is_a_usage_error(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    arguments = ["--output-dir", str(tmp_path / "out"), "--max_steps", "1", "--timm_optimizer", "lars"]
+    assert main(["pretrain", "--method", "byol", "--backbone", "test_resnet", *arguments]) == 2
+    assert "give the learning rate too (--learning_rate" in capsys.readouterr().err
     assert not (tmp_path / "out").exists()
 
 
@@ -162,6 +175,8 @@ def test_malformed_json_arguments_fail_with_clear_messages(
         (["--version", "3", "--projection_hidden_dim", "32", "--prediction_hidden_dim", "32"],
          "adamw_torch_fused", None, 1e-3),
         (["--version", "2", "--memory_bank_size", "64", "--optim", "adamw_torch"], "adamw_torch", None, 0.03),
+        (["--version", "2", "--memory_bank_size", "64", "--timm_optimizer", "larc", "--learning_rate", "0.01875",
+          "--timm_optimizer_kwargs", '{"trust_coeff": 0.02}'], "timm larc", "trust_coeff=0.02", 0.3),
     ],
 )  # fmt: skip
 def test_the_recipe_follows_the_method_config_given_on_the_command_line(

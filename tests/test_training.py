@@ -178,3 +178,83 @@ def test_transform_kwargs_beside_a_transform_are_refused_before_anything_runs(tm
             transform_kwargs={"gaussian_blur": 0.0},  # would be silently ignored by the given transform
         )
     assert not (tmp_path / "run").exists()
+
+
+class GradientsBeforeTheStep(TrainerCallback):
+    """The named parameters and their gradients just before the (first) optimizer step."""
+
+    def __init__(self, names: Sequence[str]) -> None:
+        self.names = names
+        self.weights: dict[str, torch.Tensor] = {}
+        self.gradients: dict[str, torch.Tensor] = {}
+
+    def on_pre_optimizer_step(self, args: Any, state: Any, control: Any, **kwargs: Any) -> None:
+        parameters = dict(kwargs["model"].named_parameters())
+        for name in self.names:
+            self.weights[name] = parameters[name].detach().double().clone()
+            self.gradients[name] = parameters[name].grad.detach().double().clone()
+
+
+def test_a_timm_optimizer_steps_the_methods_parameter_groups_as_lars_prescribes(tmp_path: Path) -> None:
+    """LARS (You et al., 2017) over the method's groups: a kernel moves by lr * trust * (g + wd * w) with
+    trust = eta * |w| / (|g| + wd * |w|); a BatchNorm bias has neither decay nor adaptation (BYOL's and SimCLR's
+    rule)."""
+    method = ssl_hub.create_method("simclr", backbone="test_resnet")
+    kernel, bias = "backbone.conv1.0.weight", "backbone.conv1.1.bias"  # a convolution, a BatchNorm
+    before_step = GradientsBeforeTheStep([kernel, bias])
+    rate, weight_decay, eta = 0.5, 0.1, 0.02
+    result = ssl_hub.pretrain(
+        method,
+        ArrayImageDataset(random_images(16, 32)),
+        {
+            "output_dir": str(tmp_path),
+            "max_steps": 1,
+            "per_device_train_batch_size": 8,
+            "learning_rate": rate,
+            "lr_scheduler_type": "constant",
+            "warmup_steps": 0,
+            "weight_decay": weight_decay,
+            "use_cpu": True,
+            "save_strategy": "no",
+            "disable_tqdm": True,
+        },
+        image_size=32,
+        callbacks=[before_step],
+        timm_optimizer="lars",
+        timm_optimizer_kwargs={"trust_coeff": eta},
+        save=False,
+    )
+    assert type(result.trainer.optimizer.optimizer).__name__ == "Lars"
+    assert (result.training["optimizer"], result.training["optimizer_arguments"]) == ("timm lars", f"trust_coeff={eta}")
+    after = dict(method.named_parameters())
+    w, g = before_step.weights[kernel], before_step.gradients[kernel]
+    trust = eta * w.norm() / (g.norm() + weight_decay * w.norm())
+    expected = w - rate * trust * (g + weight_decay * w)  # the first step: the momentum buffer is the update itself
+    torch.testing.assert_close(after[kernel].detach().double(), expected, rtol=1e-5, atol=1e-7)
+    assert (after[kernel].detach().double() - w).abs().max() > 1e-6  # it moved
+    w, g = before_step.weights[bias], before_step.gradients[bias]
+    torch.testing.assert_close(after[bias].detach().double(), w - rate * g, rtol=1e-5, atol=1e-7)
+
+
+@pytest.mark.parametrize(
+    ("overrides", "optimizer", "optimizer_kwargs", "message"),
+    [
+        ({}, "lars", {}, "give the learning rate too"),  # the recipe's AdamW rate is no LARS rate
+        ({"learning_rate": 0.3}, "larz", {}, "timm has no optimizer named 'larz'"),
+        ({"learning_rate": 0.3}, "lars", {"trust": 0.02}, "do not fit timm's 'lars'.*'trust'"),
+    ],
+)
+def test_a_timm_optimizer_that_cannot_be_built_is_refused_before_anything_runs(
+    overrides: dict[str, Any], optimizer: str, optimizer_kwargs: dict[str, Any], message: str, tmp_path: Path
+) -> None:
+    method = ssl_hub.create_method("simclr", "test_resnet")
+    with pytest.raises(ValueError, match=message):
+        ssl_hub.pretrain(
+            method,
+            ArrayImageDataset(random_images(8, 32)),
+            {"output_dir": str(tmp_path / "run"), "max_steps": 1, "per_device_train_batch_size": 8, "use_cpu": True}
+            | overrides,
+            timm_optimizer=optimizer,
+            timm_optimizer_kwargs=optimizer_kwargs,
+        )
+    assert not (tmp_path / "run").exists()

@@ -111,15 +111,65 @@ def _warmup(args: TrainingArguments) -> str:
     return f"{int(args.warmup_steps)} steps"
 
 
-def _optimizer(method: SSLMethod, args: TrainingArguments) -> torch.optim.Optimizer | None:
-    """The optimizer ``args.optim`` names (built by the Trainer's own factory) over the method's parameter groups.
+def check_timm_optimizer_rate(timm_optimizer: str | None, given: Collection[str]) -> None:
+    """Refuse a timm optimizer without a learning rate: the recipe's rate is set for the recipe's optimizer (AdamW at
+    1e-3, SGD at 0.05), and LARS or LAMB need their own."""
+    if timm_optimizer and "learning_rate" not in given:
+        raise ValueError(
+            f"The recipe's learning rate is set for its own optimizer, not for timm's {timm_optimizer!r}: give the "
+            "learning rate too (--learning_rate; BYOL's LARS recipe is 0.2 per 256 images, SimCLR's 0.3)."
+        )
+
+
+def _optimizer(
+    method: SSLMethod,
+    args: TrainingArguments,
+    timm_optimizer: str | None = None,
+    timm_optimizer_kwargs: Mapping[str, Any] | None = None,
+) -> torch.optim.Optimizer | None:
+    """The optimizer over the method's parameter groups: timm's ``timm_optimizer`` if given, else the one
+    ``args.optim`` names (built by the Trainer's own factory).
 
     ``None`` lets the Trainer build its own where it must (DeepSpeed and FSDP manage the optimizer themselves).
     """
     if args.deepspeed or args.fsdp:
+        if timm_optimizer:
+            raise ValueError(
+                f"timm's {timm_optimizer!r} cannot be used under DeepSpeed or FSDP, which build the optimizer "
+                "themselves: choose one with --optim instead."
+            )
         return None
-    optimizer_class, optimizer_kwargs = Trainer.get_optimizer_cls_and_kwargs(args, cast(Any, method))
-    return optimizer_class(method.parameter_groups(args.weight_decay), **optimizer_kwargs)
+    groups = method.parameter_groups(args.weight_decay)
+    if timm_optimizer is None:
+        optimizer_class, optimizer_kwargs = Trainer.get_optimizer_cls_and_kwargs(args, cast(Any, method))
+        return optimizer_class(groups, **optimizer_kwargs)
+    from timm.optim import create_optimizer_v2, list_optimizers
+
+    if timm_optimizer not in list_optimizers():
+        raise ValueError(
+            f"timm has no optimizer named {timm_optimizer!r}. Its names (timm.optim.list_optimizers()) include lars, "
+            "larc (LARS with trust-ratio clipping), lamb and lion."
+        )
+    try:  # weight decay: each group's own (none on biases and norms, which LARS then leaves unadapted, as BYOL does)
+        return create_optimizer_v2(
+            groups,
+            timm_optimizer,
+            lr=args.learning_rate,
+            weight_decay=args.weight_decay,
+            **(timm_optimizer_kwargs or {}),
+        )
+    except TypeError as error:
+        raise ValueError(f"The timm_optimizer_kwargs do not fit timm's {timm_optimizer!r}: {error}.") from None
+
+
+def _optimizer_description(
+    args: TrainingArguments, timm_optimizer: str | None, timm_optimizer_kwargs: Mapping[str, Any] | None
+) -> tuple[str, str | None]:
+    """The optimizer's name and arguments for the training summary, as ``optim`` and ``optim_args`` spell them."""
+    if timm_optimizer:
+        arguments = ",".join(f"{key}={value}" for key, value in (timm_optimizer_kwargs or {}).items())
+        return f"timm {timm_optimizer}", arguments or None
+    return str(getattr(args.optim, "value", args.optim)), args.optim_args
 
 
 def _check_one_full_batch(num_images: int, args: TrainingArguments) -> None:
@@ -155,6 +205,8 @@ def pretrain(
     knn_k: int = 200,
     knn_temperature: float = 0.1,
     knn_every_n_steps: int | None = None,
+    timm_optimizer: str | None = None,
+    timm_optimizer_kwargs: Mapping[str, Any] | None = None,
     save: bool = True,
     license: str = "apache-2.0",
 ) -> PretrainResult:
@@ -181,6 +233,11 @@ def pretrain(
         knn_temperature: Vote temperature of the kNN evaluation.
         knn_every_n_steps: Also log the kNN top-1 every so many steps during training (``knn_top1`` in the
             Trainer's logs); ``None`` for before and after only.
+        timm_optimizer: Train with this optimizer of timm's (``timm.optim.list_optimizers()``: ``"lars"``,
+            ``"larc"``, ``"lamb"``...) instead of the one ``training_args.optim`` names, over the same parameter
+            groups and with the same learning-rate schedule. Its learning rate must be given in ``training_args``.
+        timm_optimizer_kwargs: Its arguments beyond the rate and weight decay, e.g. ``{"trust_coeff": 0.02}``
+            (momentum: 0.9 unless given).
         save: Write the hub folder into ``training_args.output_dir`` when done.
         license: Licence of the weights, for the model card.
 
@@ -191,6 +248,7 @@ def pretrain(
         raise ValueError("pretrain: transform_kwargs are arguments of the method's default transform; pass them to "
                          "the transform you give instead.")  # fmt: skip
     if not isinstance(training_args, TrainingArguments):
+        check_timm_optimizer_rate(timm_optimizer, given=training_args or {})
         training_args = training_arguments(method, **(training_args or {}))
     splits = resolve_data(dataset, eval_dataset)
     _check_one_full_batch(len(splits.train), training_args)
@@ -213,6 +271,7 @@ def pretrain(
     evaluate = knn and splits.test is not None and splits.train.has_labels and splits.test.has_labels
     is_main = training_args.process_index == 0
     method.to(training_args.device)
+    optimizer = _optimizer(method, training_args, timm_optimizer, timm_optimizer_kwargs)  # bad arguments fail here
     published = method.published
 
     def knn_top1() -> dict[str, float]:
@@ -232,7 +291,7 @@ def pretrain(
         train_dataset=MultiViewDataset(splits.train, transform),
         data_collator=collate_views,
         callbacks=[*method_callbacks, monitor, method_metrics, *monitors, *callbacks],
-        optimizers=(_optimizer(method, training_args), None),
+        optimizers=(optimizer, None),
     )
     method_metrics.attach(trainer)
     for knn_monitor in monitors:
@@ -246,6 +305,7 @@ def pretrain(
             "resume with --resume_from_checkpoint."
         )
 
+    optimizer_name, optimizer_arguments = _optimizer_description(training_args, timm_optimizer, timm_optimizer_kwargs)
     training = {
         "global_step": trainer.state.global_step,
         "epochs": trainer.state.epoch or 0.0,
@@ -255,8 +315,8 @@ def pretrain(
         "global_batch_size": training_args.per_device_train_batch_size
         * training_args.world_size
         * training_args.gradient_accumulation_steps,
-        "optimizer": str(training_args.optim.value if hasattr(training_args.optim, "value") else training_args.optim),
-        "optimizer_arguments": training_args.optim_args,
+        "optimizer": optimizer_name,
+        "optimizer_arguments": optimizer_arguments,
         "learning_rate": training_args.learning_rate,
         "weight_decay": training_args.weight_decay,
         "lr_scheduler": str(getattr(training_args.lr_scheduler_type, "value", training_args.lr_scheduler_type)),
