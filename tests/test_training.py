@@ -18,6 +18,18 @@ from ssl_hub.methods import SimCLR, SSLMethodOutput
 from ssl_hub.training import NonFiniteLossError
 
 
+def cpu_run(output_dir: Path, **overrides: Any) -> dict[str, Any]:
+    """TrainingArguments of a short, quiet CPU run of batches of 8 that saves no checkpoint, with ``overrides``."""
+    return {
+        "output_dir": str(output_dir),
+        "per_device_train_batch_size": 8,
+        "use_cpu": True,
+        "save_strategy": "no",
+        "disable_tqdm": True,
+        **overrides,
+    }
+
+
 class NaNAtThirdStep(SimCLR):
     """SimCLR whose third batch holds NaN pixels (so activations, BN statistics and the loss turn NaN)."""
 
@@ -45,14 +57,7 @@ def test_nan_loss_stops_training_keeps_the_last_finite_weights_and_saves_them(tm
         ssl_hub.pretrain(
             method,
             ArrayImageDataset(random_images(32, 32)),
-            {
-                "output_dir": str(tmp_path),
-                "max_steps": 10,
-                "per_device_train_batch_size": 8,
-                "use_cpu": True,
-                "save_strategy": "no",
-                "disable_tqdm": True,
-            },
+            cpu_run(tmp_path, max_steps=10),
             image_size=32,
             callbacks=[snapshots],
         )
@@ -72,16 +77,7 @@ def test_weight_decay_spares_biases_and_normalisation_parameters(tmp_path: Path)
     result = ssl_hub.pretrain(
         method,
         ArrayImageDataset(random_images(16, 32)),
-        {
-            "output_dir": str(tmp_path),
-            "max_steps": 1,
-            "per_device_train_batch_size": 8,
-            "use_cpu": True,
-            "save_strategy": "no",
-            "disable_tqdm": True,
-            "weight_decay": 0.1,
-            "optim": "sgd",
-        },
+        cpu_run(tmp_path, max_steps=1, weight_decay=0.1, optim="sgd"),
         image_size=32,
         save=False,
     )
@@ -142,16 +138,8 @@ def test_a_methods_loss_terms_are_logged_by_the_trainer_and_sum_to_its_loss(tmp_
     result = ssl_hub.pretrain(
         method,
         ArrayImageDataset(random_images(32, 32)),
-        {
-            "output_dir": str(tmp_path),
-            "max_steps": 4,
-            "per_device_train_batch_size": 8,
-            "gradient_accumulation_steps": 2,  # the logged terms average micro-batches, as the logged loss does
-            "logging_steps": 2,
-            "use_cpu": True,
-            "save_strategy": "no",
-            "disable_tqdm": True,
-        },
+        # the logged terms average micro-batches, as the logged loss does
+        cpu_run(tmp_path, max_steps=4, gradient_accumulation_steps=2, logging_steps=2),
         image_size=32,
         save=False,
     )
@@ -206,18 +194,14 @@ def test_a_timm_optimizer_steps_the_methods_parameter_groups_as_lars_prescribes(
     result = ssl_hub.pretrain(
         method,
         ArrayImageDataset(random_images(16, 32)),
-        {
-            "output_dir": str(tmp_path),
-            "max_steps": 1,
-            "per_device_train_batch_size": 8,
-            "learning_rate": rate,
-            "lr_scheduler_type": "constant",
-            "warmup_steps": 0,
-            "weight_decay": weight_decay,
-            "use_cpu": True,
-            "save_strategy": "no",
-            "disable_tqdm": True,
-        },
+        cpu_run(
+            tmp_path,
+            max_steps=1,
+            learning_rate=rate,
+            lr_scheduler_type="constant",
+            warmup_steps=0,
+            weight_decay=weight_decay,
+        ),
         image_size=32,
         callbacks=[before_step],
         timm_optimizer="lars",
@@ -252,8 +236,7 @@ def test_a_timm_optimizer_that_cannot_be_built_is_refused_before_anything_runs(
         ssl_hub.pretrain(
             method,
             ArrayImageDataset(random_images(8, 32)),
-            {"output_dir": str(tmp_path / "run"), "max_steps": 1, "per_device_train_batch_size": 8, "use_cpu": True}
-            | overrides,
+            cpu_run(tmp_path / "run", max_steps=1, **overrides),
             timm_optimizer=optimizer,
             timm_optimizer_kwargs=optimizer_kwargs,
         )

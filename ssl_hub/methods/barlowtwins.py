@@ -83,8 +83,9 @@ class BarlowTwins(SSLMethod):
 
     @classmethod
     def default_training_arguments(cls, config: MethodConfig | None = None) -> dict[str, Any]:
-        # The paper's weight decay (section 4). Its optimizer is LARS, which the Trainer does not build; with the shared
-        # AdamW recipe, 3e-4 learned more than 1e-3 on Fashion-MNIST at 95 and 936 steps (benchmarks/RESULTS.md).
+        # The paper's weight decay (section 4). Its optimizer is LARS (timm's, through timm_optimizer); on Fashion-MNIST
+        # the shared AdamW recipe at 3e-4 learned more than at 1e-3 (95 and 936 steps) and than LARS with trust-ratio
+        # clipping at solo-learn's CIFAR rate of 0.3 (936 steps; benchmarks/RESULTS.md).
         return {**super().default_training_arguments(config), "learning_rate": 3e-4, "weight_decay": 1.5e-6}
 
     def forward(self, views: Sequence[torch.Tensor]) -> SSLMethodOutput:

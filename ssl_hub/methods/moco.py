@@ -308,8 +308,8 @@ class MoCo(SSLMethod):
     def default_training_arguments(cls, config: MethodConfig | None = None) -> dict[str, Any]:
         """v2: the official recipe (main_moco.py with ``--cos``): SGD at 0.03 per 256 images
         (:func:`~ssl_hub.methods.base.sgd_training_arguments`). v3: the shared AdamW recipe at 1e-3 per 256 images;
-        v3 scales its rate linearly too, but trains ResNets with LARS, which torch lacks, and ViTs with AdamW at
-        1.5e-4 per 256 images over 300 epochs."""
+        v3 scales its rate linearly too, but trains ResNets with LARS (timm's, through ``timm_optimizer``) and ViTs
+        with AdamW at 1.5e-4 per 256 images over 300 epochs."""
         version = config.version if isinstance(config, MoCoConfig) else MoCoConfig.version
         if version == 2:
             return sgd_training_arguments(0.03)
