@@ -226,10 +226,12 @@ def test_a_timm_optimizer_steps_the_methods_parameter_groups_as_lars_prescribes(
         ({}, "lars", {}, "give the learning rate too"),  # the recipe's AdamW rate is no LARS rate
         ({"learning_rate": 0.3}, "larz", {}, "timm has no optimizer named 'larz'"),
         ({"learning_rate": 0.3}, "lars", {"trust": 0.02}, "do not fit timm's 'lars'.*'trust'"),
+        ({}, None, {"trust_coeff": 0.02}, "name it with timm_optimizer too"),  # not silently dropped
+        ({"learning_rate": 0.3, "fsdp": "full_shard"}, "lars", {}, "cannot be used under DeepSpeed or FSDP"),
     ],
 )
 def test_a_timm_optimizer_that_cannot_be_built_is_refused_before_anything_runs(
-    overrides: dict[str, Any], optimizer: str, optimizer_kwargs: dict[str, Any], message: str, tmp_path: Path
+    overrides: dict[str, Any], optimizer: str | None, optimizer_kwargs: dict[str, Any], message: str, tmp_path: Path
 ) -> None:
     method = ssl_hub.create_method("simclr", "test_resnet")
     with pytest.raises(ValueError, match=message):

@@ -132,6 +132,10 @@ def _optimizer(
 
     ``None`` lets the Trainer build its own where it must (DeepSpeed and FSDP manage the optimizer themselves).
     """
+    if timm_optimizer_kwargs and not timm_optimizer:
+        raise ValueError(
+            "timm_optimizer_kwargs are the arguments of a timm optimizer: name it with timm_optimizer too."
+        )
     if args.deepspeed or args.fsdp:
         if timm_optimizer:
             raise ValueError(
