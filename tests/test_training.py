@@ -243,3 +243,30 @@ def test_a_timm_optimizer_that_cannot_be_built_is_refused_before_anything_runs(
             timm_optimizer_kwargs=optimizer_kwargs,
         )
     assert not (tmp_path / "run").exists()
+
+
+def test_a_run_resumed_from_a_checkpoint_ends_as_the_uninterrupted_run_with_a_timm_optimizer(tmp_path: Path) -> None:
+    """The Trainer checkpoints the timm optimizer's state (LARS's momentum buffers) and the schedule with the weights:
+    resuming at step 2 of 4 ends on the weights of the run that was never interrupted. Step 2 ends the first epoch;
+    mid-epoch the Trainer restores the random state only after drawing the first resumed batch, whose augmentations
+    then differ."""
+    images = ArrayImageDataset(random_images(16, 32))  # two steps of 8 per epoch
+
+    def train(output_dir: Path, resume_from: Path | None = None) -> dict[str, torch.Tensor]:
+        torch.manual_seed(0)
+        method = ssl_hub.create_method("simclr", "test_resnet")
+        arguments = cpu_run(output_dir, max_steps=4, learning_rate=0.5, save_strategy="steps", save_steps=2)
+        if resume_from is not None:
+            arguments["resume_from_checkpoint"] = str(resume_from)
+        ssl_hub.pretrain(
+            method, images, arguments, image_size=32, timm_optimizer="lars", timm_optimizer_kwargs={"trust_coeff": 0.02}
+        )
+        return {name: value.detach().clone() for name, value in method.named_parameters()}
+
+    uninterrupted = train(tmp_path / "whole")
+    resumed = train(tmp_path / "resumed", resume_from=tmp_path / "whole" / "checkpoint-2")
+    torch.manual_seed(0)
+    initial = dict(ssl_hub.create_method("simclr", "test_resnet").named_parameters())
+    for name, value in uninterrupted.items():
+        torch.testing.assert_close(resumed[name], value, rtol=0, atol=0, msg=name)
+    assert any(not torch.equal(value, initial[name]) for name, value in uninterrupted.items())  # it trained
