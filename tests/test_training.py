@@ -259,7 +259,13 @@ def test_a_run_resumed_from_a_checkpoint_ends_as_the_uninterrupted_run_with_a_ti
         if resume_from is not None:
             arguments["resume_from_checkpoint"] = str(resume_from)
         ssl_hub.pretrain(
-            method, images, arguments, image_size=32, timm_optimizer="lars", timm_optimizer_kwargs={"trust_coeff": 0.02}
+            method,
+            images,
+            arguments,
+            image_size=32,
+            timm_optimizer="lars",
+            timm_optimizer_kwargs={"trust_coeff": 0.02},
+            save=False,  # the checkpoints are what resuming reads; no hub folder is needed
         )
         return {name: value.detach().clone() for name, value in method.named_parameters()}
 
