@@ -228,6 +228,7 @@ def test_a_timm_optimizer_steps_the_methods_parameter_groups_as_lars_prescribes(
         ({"learning_rate": 0.3}, "lars", {"trust": 0.02}, "do not fit timm's 'lars'.*'trust'"),
         ({}, None, {"trust_coeff": 0.02}, "name it with timm_optimizer too"),  # not silently dropped
         ({"learning_rate": 0.3, "fsdp": "full_shard"}, "lars", {}, "cannot be used under DeepSpeed or FSDP"),
+        ({"learning_rate": 0.3, "weight_decay": 0.0}, "larc", {}, "adapts the learning rate only of parameters"),
     ],
 )
 def test_a_timm_optimizer_that_cannot_be_built_is_refused_before_anything_runs(

@@ -155,7 +155,7 @@ def _optimizer(
             "larc (LARS with trust-ratio clipping), lamb and lion."
         )
     try:  # weight decay: each group's own (none on biases and norms, which LARS then leaves unadapted, as BYOL does)
-        return create_optimizer_v2(
+        optimizer = create_optimizer_v2(
             groups,
             timm_optimizer,
             lr=args.learning_rate,
@@ -164,6 +164,20 @@ def _optimizer(
         )
     except TypeError as error:
         raise ValueError(f"The timm_optimizer_kwargs do not fit timm's {timm_optimizer!r}: {error}.") from None
+    _check_lars_adapts(optimizer, timm_optimizer)
+    return optimizer
+
+
+def _check_lars_adapts(optimizer: torch.optim.Optimizer, name: str) -> None:
+    """Refuse a LARS of timm's (lars, larc, nlars...) that would adapt no rate: it adapts only the groups with weight
+    decay unless ``always_adapt``, so without weight decay it is plain SGD with momentum at a LARS rate."""
+    adapts_only_decayed = optimizer.defaults.get("always_adapt") is False
+    if adapts_only_decayed and not any(group["weight_decay"] for group in optimizer.param_groups):
+        raise ValueError(
+            f"timm's {name!r} adapts the learning rate only of parameters with weight decay, and weight_decay is 0: "
+            "it would train as plain SGD with momentum at this LARS rate. Set weight_decay (BYOL's LARS recipe: "
+            '1.5e-6) or pass timm_optimizer_kwargs {"always_adapt": true}.'
+        )
 
 
 def _optimizer_description(
