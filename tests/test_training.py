@@ -246,6 +246,21 @@ def test_a_timm_optimizer_that_cannot_be_built_is_refused_before_anything_runs(
     assert not (tmp_path / "run").exists()
 
 
+def test_a_lars_without_weight_decay_trains_when_told_to_adapt_every_rate(tmp_path: Path) -> None:
+    """The remedy the refusal above names: ``always_adapt`` makes LARS adapt the undecayed parameters too."""
+    method = ssl_hub.create_method("simclr", "test_resnet")
+    result = ssl_hub.pretrain(
+        method,
+        ArrayImageDataset(random_images(8, 32)),
+        cpu_run(tmp_path, max_steps=1, learning_rate=0.3, weight_decay=0.0),
+        timm_optimizer="larc",
+        timm_optimizer_kwargs={"always_adapt": True},
+        save=False,
+    )
+    assert result.training["global_step"] == 1
+    assert all(group["always_adapt"] for group in result.trainer.optimizer.optimizer.param_groups)
+
+
 def test_a_run_resumed_from_a_checkpoint_ends_as_the_uninterrupted_run_with_a_timm_optimizer(tmp_path: Path) -> None:
     """The Trainer checkpoints the timm optimizer's state (LARS's momentum buffers) and the schedule with the weights:
     resuming at step 2 of 4 ends on the weights of the run that was never interrupted. Step 2 ends the first epoch;
