@@ -171,7 +171,7 @@ def _optimizer(
 def _check_lars_adapts(optimizer: torch.optim.Optimizer, name: str) -> None:
     """Refuse a LARS of timm's (lars, larc, nlars...) that would adapt no rate: it adapts only the groups with weight
     decay unless ``always_adapt``, so without weight decay it is plain SGD with momentum at a LARS rate."""
-    adapts_only_decayed = optimizer.defaults.get("always_adapt") is False
+    adapts_only_decayed = not optimizer.defaults.get("always_adapt", True)  # only timm's LARS family has the key
     if adapts_only_decayed and not any(group["weight_decay"] for group in optimizer.param_groups):
         raise ValueError(
             f"timm's {name!r} adapts the learning rate only of parameters with weight decay, and weight_decay is 0: "
