@@ -170,12 +170,13 @@ def test_a_timm_optimizer_without_its_learning_rate_is_a_usage_error(
 
 @pytest.mark.parametrize(
     ("flags", "optimizer", "optimizer_arguments", "rate"),
-    [
-        (["--version", "2", "--memory_bank_size", "64"], "sgd", "momentum=0.9", 0.03),
+    [  # the recipes' rates per 256 images, scaled to the batch of 16; a rate that is given is kept
+        (["--version", "2", "--memory_bank_size", "64"], "sgd", "momentum=0.9", 0.03 * 16 / 256),
         (["--version", "3", "--projection_hidden_dim", "32", "--prediction_hidden_dim", "32"],
-         "adamw_torch_fused", None, 1e-3),
-        (["--version", "2", "--memory_bank_size", "64", "--optim", "adamw_torch"], "adamw_torch", None, 0.03),
-        (["--version", "2", "--memory_bank_size", "64", "--timm_optimizer", "larc", "--learning_rate", "0.01875",
+         "adamw_torch_fused", None, 1e-3 * 16 / 256),
+        (["--version", "2", "--memory_bank_size", "64", "--optim", "adamw_torch"],
+         "adamw_torch", None, 0.03 * 16 / 256),
+        (["--version", "2", "--memory_bank_size", "64", "--timm_optimizer", "larc", "--learning_rate", "0.3",
           "--timm_optimizer_kwargs", '{"trust_coeff": 0.02}'], "timm larc", "trust_coeff=0.02", 0.3),
     ],
 )  # fmt: skip
@@ -186,7 +187,7 @@ def test_the_recipe_follows_the_method_config_given_on_the_command_line(
     arguments = ["--output-dir", str(out), "--max_steps", "1", "--per_device_train_batch_size", "16", "--no_knn"]
     assert main(["pretrain", "--method", "moco", "--backbone", "test_resnet", *flags, *arguments]) == 0
     training = json.loads((out / "config.json").read_text())["ssl_hub"]["training"]
-    assert (training["optimizer"], training["learning_rate"]) == (optimizer, pytest.approx(rate * 16 / 256))
+    assert (training["optimizer"], training["learning_rate"]) == (optimizer, pytest.approx(rate))
     assert training["optimizer_arguments"] == optimizer_arguments  # the recipe's momentum=0.9 is SGD's only
     card = (out / "README.md").read_text()
     assert f"| Optimizer | {optimizer}{f' ({optimizer_arguments})' if optimizer_arguments else ''}, learning" in card
