@@ -122,7 +122,7 @@ def check_save_and_load(method: ssl_hub.SSLMethod, tmp_path: Path, state_prefixe
     images = torch.randn(3, 3, 32, 32, generator=torch.Generator().manual_seed(0))
     published = timm.create_model(f"local-dir:{folder}", pretrained=True).eval()
     with torch.no_grad():
-        torch.testing.assert_close(published(images), method.backbone(images), rtol=0, atol=0)
+        torch.testing.assert_close(published(images), method.published(images), rtol=0, atol=0)
 
     restored = ssl_hub.load_method(folder)
     assert restored.config == method.config
