@@ -264,8 +264,8 @@ def test_a_lars_without_weight_decay_trains_when_told_to_adapt_every_rate(tmp_pa
 def test_a_run_resumed_from_a_checkpoint_ends_as_the_uninterrupted_run_with_a_timm_optimizer(tmp_path: Path) -> None:
     """The Trainer checkpoints the timm optimizer's state (LARS's momentum buffers) and the schedule with the weights:
     resuming at step 2 of 4 ends on the weights of the run that was never interrupted. Step 2 ends the first epoch;
-    mid-epoch the Trainer restores the random state only after drawing the first resumed batch, whose augmentations
-    then differ."""
+    mid-epoch the Trainer restores the random state only after drawing the first resumed batch, so the augmentations
+    from there on differ."""
     images = ArrayImageDataset(random_images(16, 32))  # two steps of 8 per epoch
 
     def train(output_dir: Path, resume_from: Path | None = None) -> dict[str, torch.Tensor]:
