@@ -125,10 +125,15 @@ def run_one(make_method: Any, name: str, seed: int, args: argparse.Namespace, da
         training_args["learning_rate"] = args.learning_rate
     if args.warmup_ratio is not None:
         training_args["warmup_steps"] = args.warmup_ratio
+    if args.optim is not None:
+        training_args["optim"] = args.optim
+    if args.timm_optimizer is not None:
+        training_args["timm_optimizer"] = args.timm_optimizer
+    if args.timm_optimizer_kwargs is not None:
+        training_args["timm_optimizer_kwargs"] = args.timm_optimizer_kwargs
     start = time.perf_counter()
     result = ssl_hub.pretrain(method, data["pretrain"], training_args, image_size=IMAGE_SIZE,
-                              transform_kwargs=args.transform_kwargs, timm_optimizer=args.timm_optimizer,
-                              timm_optimizer_kwargs=args.timm_optimizer_kwargs, save=False)  # fmt: skip
+                              transform_kwargs=args.transform_kwargs, save=False)  # fmt: skip
     seconds = time.perf_counter() - start
     published = method.published
     accuracy = evaluate_backbone(published, data["eval"], DATA_CONFIG, knn=True, linear=True,
@@ -232,13 +237,14 @@ def main() -> None:
     parser.add_argument("--batch-size", type=int, default=256)
     parser.add_argument("--learning-rate", type=float, default=None, help="instead of each method's recipe")
     parser.add_argument("--warmup-ratio", type=float, default=None, help="instead of each method's recipe")
+    parser.add_argument("--optim", default=None, help="a TrainingArguments optim instead of the recipe's optimizer")
     parser.add_argument(
         "--timm-optimizer",
         default=None,
         help="a timm optimizer (lars, larc...) instead of the recipe's; needs --learning-rate",
     )
     parser.add_argument(
-        "--timm-optimizer-kwargs", type=json.loads, default={}, help="its arguments, e.g. '{\"trust_coeff\": 0.02}'"
+        "--timm-optimizer-kwargs", type=json.loads, default=None, help="its arguments, e.g. '{\"trust_coeff\": 0.02}'"
     )
     parser.add_argument("--linear-epochs", type=int, default=30)
     parser.add_argument("--seeds", type=int, nargs="*", default=[0])

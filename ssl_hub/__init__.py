@@ -13,11 +13,12 @@ from ssl_hub import data, heads, losses, modules, transforms
 from ssl_hub.hub import load_method
 from ssl_hub.methods import MethodConfig, SSLMethod, SSLMethodOutput
 from ssl_hub.registry import create_method, get_method_class, list_methods, register_method
-from ssl_hub.training import pretrain, training_arguments
+from ssl_hub.training import PretrainingArguments, pretrain, training_arguments
 from ssl_hub.version import __version__
 
 __all__ = [
     "MethodConfig",
+    "PretrainingArguments",
     "SSLMethod",
     "SSLMethodOutput",
     "__version__",

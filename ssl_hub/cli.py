@@ -21,6 +21,9 @@ from ssl_hub.registry import get_method_class, list_methods
 
 logger = logging.getLogger("ssl_hub")
 
+# The pretraining arguments the recipe fills in when the command line does not give them (complete_from_recipe).
+RECIPE_DEPENDENT = ("learning_rate", "optim_args", "timm_optimizer", "timm_optimizer_kwargs")
+
 
 @dataclass
 class PretrainCommand:
@@ -61,16 +64,6 @@ class PretrainCommand:
     knn_every_n_steps: int | None = field(
         default=None, metadata={"help": "Also log the kNN top-1 (knn_top1) every so many steps during training."}
     )
-    timm_optimizer: str | None = field(
-        default=None,
-        metadata={
-            "help": "Train with this optimizer of timm's instead of --optim's (lars, larc, lamb...: "
-            "timm.optim.list_optimizers()), over the same parameter groups and schedule; needs --learning_rate."
-        },
-    )
-    timm_optimizer_kwargs: str | None = field(
-        default=None, metadata={"help": "JSON of the timm optimizer's arguments, e.g. '{\"trust_coeff\": 0.02}'."}
-    )
 
 
 def _fail(command: str, message: str, code: int = 1) -> int:
@@ -100,17 +93,18 @@ def _pop_push_to_hub(argv: list[str]) -> tuple[str | None, list[str]]:
 
 
 def run_pretrain(argv: list[str]) -> int:
-    from transformers import HfArgumentParser, TrainingArguments
+    from transformers import HfArgumentParser
 
     from ssl_hub.methods.base import RECIPE_BATCH_SIZE
-    from ssl_hub.training.pretrain import (
-        check_timm_optimizer_rate,
+    from ssl_hub.training.arguments import (
+        PretrainingArguments,
         complete_from_recipe,
         recommended_training_arguments,
     )
 
     first = argparse.ArgumentParser(prog="ssl-hub pretrain", add_help=False)
     first.add_argument("--method")
+    first.add_argument("--optim")  # given or not: TrainingArguments has no "not given" value for it
     known, _ = first.parse_known_args(argv)
     if known.method is None:
         if any(a in ("-h", "--help") for a in argv):
@@ -127,30 +121,30 @@ def run_pretrain(argv: list[str]) -> int:
     def parse(method_config: Any = None) -> tuple[Any, Any, Any]:
         """The command line parsed over the recipe for ``method_config`` (default: the config class's defaults)."""
         recipe = recommended_training_arguments(method_class, method_config)
-        rate_help = f"Without --learning_rate: the recipe's {recipe['learning_rate']:g}"
+        recipe_help = f"Without --learning_rate: the recipe's {recipe['learning_rate']:g}"
         if method_class.learning_rate_scaling:
-            rate_help += (
+            recipe_help += (
                 f" for a global batch of {RECIPE_BATCH_SIZE}, scaled ({method_class.learning_rate_scaling}) to yours"
             )
+        if recipe.get("timm_optimizer"):
+            recipe_help += f", with timm's {recipe['timm_optimizer']} unless --optim or --timm_optimizer is given"
         parser = HfArgumentParser(
-            cast(Any, [PretrainCommand, method_class.config_class, TrainingArguments]),
+            cast(Any, [PretrainCommand, method_class.config_class, PretrainingArguments]),
             prog="ssl-hub pretrain",
-            description=f"Pretrain with {method_class.display_name}. {rate_help}.",
+            description=f"Pretrain with {method_class.display_name}. {recipe_help}.",
         )
-        # None = not given (argparse also accepts abbreviated flags): learning_rate is the recipe's, scaled to the
-        # batch; optim_args the recipe's if the optimizer is
-        parser.set_defaults(**{**recipe, "output_dir": None, "learning_rate": None, "optim_args": None})
+        # None = not given: complete_from_recipe fills these in from the recipe
+        not_given = dict.fromkeys(("output_dir", *RECIPE_DEPENDENT))
+        parser.set_defaults(**{**recipe, **not_given})
         return cast(tuple[Any, Any, Any], parser.parse_args_into_dataclasses(argv))
 
-    # Twice: the recipe may follow the method's config (MoCo's version), which is known after the first parse.
-    _, method_config, _ = parse()
-    command, method_config, args = parse(method_config)
-    if not args.output_dir:
-        return _fail("pretrain", "--output-dir is required.", code=2)
-    given = [name for name in ("learning_rate", "optim_args") if getattr(args, name) is not None]
-    complete_from_recipe(args, method_class, method_config, given)
-    try:
-        check_timm_optimizer_rate(command.timm_optimizer, given)
+    try:  # twice: the recipe may follow the method's config (MoCo's version), which is known after the first parse
+        _, method_config, _ = parse()
+        command, method_config, args = parse(method_config)
+        if not args.output_dir:
+            return _fail("pretrain", "--output-dir is required.", code=2)
+        given = [name for name in RECIPE_DEPENDENT if getattr(args, name) is not None]
+        complete_from_recipe(args, method_class, method_config, given + ["optim"] * (known.optim is not None))
     except ValueError as error:
         return _fail("pretrain", str(error), code=2)
     return _pretrain(command, method_class, method_config, args, push_repo)
@@ -162,9 +156,6 @@ def _pretrain(command: PretrainCommand, method_class: Any, method_config: Any, a
     try:
         backbone_kwargs = _json_object("--backbone_kwargs", command.backbone_kwargs, '{"drop_path_rate": 0.1}')
         transform_kwargs = _json_object("--transform_kwargs", command.transform_kwargs, '{"gaussian_blur": 0.0}')
-        optimizer_kwargs = _json_object(
-            "--timm_optimizer_kwargs", command.timm_optimizer_kwargs, '{"trust_coeff": 0.02}'
-        )
         method = method_class(command.backbone, method_config, backbone_kwargs=backbone_kwargs)
         result = pretrain(
             method,
@@ -177,8 +168,6 @@ def _pretrain(command: PretrainCommand, method_class: Any, method_config: Any, a
             knn_k=command.knn_k,
             knn_temperature=command.knn_temperature,
             knn_every_n_steps=command.knn_every_n_steps,
-            timm_optimizer=command.timm_optimizer,
-            timm_optimizer_kwargs=optimizer_kwargs,
             license=command.license,
         )
     except (ValueError, TypeError, OSError, RuntimeError, ImportError) as error:

@@ -144,8 +144,6 @@ def test_transform_kwargs_reach_the_augmentation_and_its_record(tmp_path: Path) 
         (["--transform_kwargs", "[0.0]"], "--transform_kwargs must be a JSON object such as"),
         (["--transform_kwargs", '{"blur": 0.0}'], "unexpected keyword argument 'blur'"),
         (["--backbone_kwargs", "drop_path_rate=0.1"], "--backbone_kwargs is not valid JSON"),
-        (["--timm_optimizer", "lars", "--learning_rate", "0.3", "--timm_optimizer_kwargs", "trust_coeff=0.02"],
-         "--timm_optimizer_kwargs is not valid JSON"),
         (["--timm_optimizer", "lars", "--learning_rate", "0.3", "--timm_optimizer_kwargs", '{"trust": 0.02}'],
          "do not fit timm's 'lars'"),
     ],
@@ -159,13 +157,51 @@ def test_malformed_json_arguments_fail_with_clear_messages(
     assert not (tmp_path / "out").exists()
 
 
-def test_a_timm_optimizer_without_its_learning_rate_is_a_usage_error(
-    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+@pytest.mark.parametrize(
+    ("method", "flags", "message"),
+    [
+        ("byol", ["--timm_optimizer", "lars"], "its learning rate for adamw_torch_fused, not for timm lars"),
+        ("nnclr", ["--optim", "adamw_torch"], "recipe sets its learning rate for timm larc, not for adamw_torch"),
+        ("nnclr", ["--timm_optimizer", "lamb"], "recipe sets its learning rate for timm larc, not for timm lamb"),
+        ("byol", ["--timm_optimizer", "lars", "--learning_rate", "0.3", "--timm_optimizer_kwargs", "trust_coeff=0.02"],
+         "timm_optimizer_kwargs is not valid JSON"),
+        ("byol", ["--timm_optimizer", "lars", "--learning_rate", "0.3", "--timm_optimizer_kwargs", "[0.02]"],
+         "timm_optimizer_kwargs must be a JSON object"),
+    ],
+)  # fmt: skip
+def test_an_optimizer_without_its_learning_rate_or_with_malformed_arguments_is_a_usage_error(
+    method: str, flags: list[str], message: str, tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
-    arguments = ["--output-dir", str(tmp_path / "out"), "--max_steps", "1", "--timm_optimizer", "lars"]
-    assert main(["pretrain", "--method", "byol", "--backbone", "test_resnet", *arguments]) == 2
-    assert "give the learning rate too (--learning_rate" in capsys.readouterr().err
+    """The recipe's rate belongs to the recipe's optimizer: LARS and Adam rates differ a hundredfold."""
+    arguments = ["--output-dir", str(tmp_path / "out"), "--max_steps", "1", *flags]
+    assert main(["pretrain", "--method", method, "--backbone", "test_resnet", *arguments]) == 2
+    error = capsys.readouterr().err
+    assert message in error
+    assert "give the learning rate too" in error or "JSON" in error
     assert not (tmp_path / "out").exists()
+
+
+@pytest.mark.parametrize(
+    ("flags", "optimizer", "optimizer_arguments", "rate"),
+    [  # NNCLR's recipe: timm's larc at 0.4 per 256 images, scaled to the batch of 16, unless the run chooses
+        ([], "timm larc", "trust_coeff=0.02", 0.4 * 16 / 256),
+        (["--timm_optimizer_kwargs", '{"trust_coeff": 0.001}'], "timm larc", "trust_coeff=0.001", 0.4 * 16 / 256),
+        (["--learning_rate", "0.2"], "timm larc", "trust_coeff=0.02", 0.2),
+        (["--optim", "adamw_torch", "--learning_rate", "1e-3"], "adamw_torch", None, 1e-3),
+        (["--optim=sgd", "--optim_args", "momentum=0.9", "--learning_rate", "0.05"], "sgd", "momentum=0.9", 0.05),
+        (["--timm_optimizer", "lars", "--learning_rate", "0.3"], "timm lars", None, 0.3),
+    ],
+)  # fmt: skip
+def test_a_recipe_with_a_timm_optimizer_trains_with_it_unless_the_run_chooses_another(
+    flags: list[str], optimizer: str, optimizer_arguments: str | None, rate: float, tmp_path: Path
+) -> None:
+    out = tmp_path / "out"
+    arguments = ["--output-dir", str(out), "--max_steps", "1", "--per_device_train_batch_size", "16", "--no_knn"]
+    small = ["--memory_bank_size", "64", "--projection_hidden_dim", "32", "--prediction_hidden_dim", "32"]
+    assert main(["pretrain", "--method", "nnclr", "--backbone", "test_resnet", *small, *flags, *arguments]) == 0
+    training = json.loads((out / "config.json").read_text())["ssl_hub"]["training"]
+    assert (training["optimizer"], training["learning_rate"]) == (optimizer, pytest.approx(rate))
+    assert training["optimizer_arguments"] == optimizer_arguments  # the recipe's trust_coeff is larc's only
 
 
 @pytest.mark.parametrize(

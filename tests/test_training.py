@@ -10,7 +10,7 @@ from typing import Any
 import pytest
 import torch
 from conftest import random_images
-from transformers import Trainer, TrainerCallback
+from transformers import Trainer, TrainerCallback, TrainingArguments
 
 import ssl_hub
 from ssl_hub.data import ArrayImageDataset
@@ -125,6 +125,53 @@ def test_the_recipe_optimizer_arguments_apply_to_its_optimizer_only(overrides: d
     assert kwargs.get("momentum", 0.0) == momentum
 
 
+@pytest.mark.parametrize(
+    ("overrides", "timm_optimizer", "timm_optimizer_kwargs", "rate"),
+    [  # NNCLR's recipe: timm's larc, trust coefficient 0.02, 0.4 per 256 images (batch 128 here)
+        ({}, "larc", {"trust_coeff": 0.02}, 0.2),
+        ({"timm_optimizer_kwargs": {"trust_coeff": 0.001}}, "larc", {"trust_coeff": 0.001}, 0.2),  # replaced
+        ({"timm_optimizer": "lars", "learning_rate": 0.3}, "lars", None, 0.3),  # larc's arguments stay larc's
+        ({"optim": "sgd", "learning_rate": 0.05}, None, None, 0.05),  # choosing optim leaves timm's out
+        ({"timm_optimizer": None, "learning_rate": 1e-3}, None, None, 1e-3),
+    ],
+)
+def test_a_recipes_timm_optimizer_is_the_default_unless_the_run_chooses_its_optimizer(
+    overrides: dict[str, Any], timm_optimizer: str | None, timm_optimizer_kwargs: dict[str, Any] | None, rate: float
+) -> None:
+    method = ssl_hub.create_method("nnclr", "test_resnet")
+    batch = {"per_device_train_batch_size": 128}
+    args = ssl_hub.training_arguments(method, output_dir="unused", report_to="none", **batch, **overrides)
+    assert isinstance(args, ssl_hub.PretrainingArguments)
+    assert (args.timm_optimizer, args.timm_optimizer_kwargs) == (timm_optimizer, timm_optimizer_kwargs)
+    assert args.learning_rate == pytest.approx(rate)
+
+
+@pytest.mark.parametrize("arguments", ["dict", "TrainingArguments"])
+def test_pretrain_builds_the_recipes_timm_optimizer_from_a_dict_and_a_plain_trainingarguments_optim(
+    arguments: str, tmp_path: Path
+) -> None:
+    """A dict merges over the recipe (NNCLR: LARS with LARC's clipping); finished ``TrainingArguments`` are used as
+    they are, so a plain one trains with its ``optim``."""
+    method = ssl_hub.create_method("nnclr", "test_resnet", memory_bank_size=16)
+    run = cpu_run(tmp_path, max_steps=1, report_to="none")
+    result = ssl_hub.pretrain(
+        method,
+        ArrayImageDataset(random_images(8, 32)),
+        run if arguments == "dict" else TrainingArguments(**run),
+        image_size=32,
+        knn=False,
+        save=False,
+    )
+    optimizer = result.trainer.optimizer.optimizer
+    if arguments == "dict":
+        assert type(optimizer).__name__ == "Lars"
+        assert (optimizer.defaults["trust_clip"], optimizer.defaults["trust_coeff"]) == (True, 0.02)
+        assert result.training["optimizer"] == "timm larc"
+    else:
+        assert type(optimizer).__name__ == "AdamW"
+        assert result.training["optimizer"] == "adamw_torch_fused"
+
+
 def test_a_learning_rate_the_user_sets_is_never_scaled() -> None:
     method = ssl_hub.create_method("dino", "test_resnet", output_dim=64)
     args = ssl_hub.training_arguments(
@@ -201,11 +248,11 @@ def test_a_timm_optimizer_steps_the_methods_parameter_groups_as_lars_prescribes(
             lr_scheduler_type="constant",
             warmup_steps=0,
             weight_decay=weight_decay,
+            timm_optimizer="lars",
+            timm_optimizer_kwargs={"trust_coeff": eta},
         ),
         image_size=32,
         callbacks=[before_step],
-        timm_optimizer="lars",
-        timm_optimizer_kwargs={"trust_coeff": eta},
         save=False,
     )
     assert type(result.trainer.optimizer.optimizer).__name__ == "Lars"
@@ -239,9 +286,13 @@ def test_a_timm_optimizer_that_cannot_be_built_is_refused_before_anything_runs(
         ssl_hub.pretrain(
             method,
             ArrayImageDataset(random_images(8, 32)),
-            cpu_run(tmp_path / "run", max_steps=1, **overrides),
-            timm_optimizer=optimizer,
-            timm_optimizer_kwargs=optimizer_kwargs,
+            cpu_run(
+                tmp_path / "run",
+                max_steps=1,
+                timm_optimizer=optimizer,
+                timm_optimizer_kwargs=optimizer_kwargs,
+                **overrides,
+            ),
         )
     assert not (tmp_path / "run").exists()
 
@@ -252,9 +303,14 @@ def test_a_lars_without_weight_decay_trains_when_told_to_adapt_every_rate(tmp_pa
     result = ssl_hub.pretrain(
         method,
         ArrayImageDataset(random_images(8, 32)),
-        cpu_run(tmp_path, max_steps=1, learning_rate=0.3, weight_decay=0.0),
-        timm_optimizer="larc",
-        timm_optimizer_kwargs={"always_adapt": True},
+        cpu_run(
+            tmp_path,
+            max_steps=1,
+            learning_rate=0.3,
+            weight_decay=0.0,
+            timm_optimizer="larc",
+            timm_optimizer_kwargs={"always_adapt": True},
+        ),
         save=False,
     )
     assert result.training["global_step"] == 1
@@ -271,7 +327,15 @@ def test_a_run_resumed_from_a_checkpoint_ends_as_the_uninterrupted_run_with_a_ti
     def train(output_dir: Path, resume_from: Path | None = None) -> dict[str, torch.Tensor]:
         torch.manual_seed(0)
         method = ssl_hub.create_method("simclr", "test_resnet")
-        arguments = cpu_run(output_dir, max_steps=4, learning_rate=0.5, save_strategy="steps", save_steps=2)
+        arguments = cpu_run(
+            output_dir,
+            max_steps=4,
+            learning_rate=0.5,
+            save_strategy="steps",
+            save_steps=2,
+            timm_optimizer="lars",
+            timm_optimizer_kwargs={"trust_coeff": 0.02},
+        )
         if resume_from is not None:
             arguments["resume_from_checkpoint"] = str(resume_from)
         ssl_hub.pretrain(
@@ -279,8 +343,6 @@ def test_a_run_resumed_from_a_checkpoint_ends_as_the_uninterrupted_run_with_a_ti
             images,
             arguments,
             image_size=32,
-            timm_optimizer="lars",
-            timm_optimizer_kwargs={"trust_coeff": 0.02},
             save=False,  # the checkpoints are what resuming reads; no hub folder is needed
         )
         return {name: value.detach().clone() for name, value in method.named_parameters()}

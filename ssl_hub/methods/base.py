@@ -260,12 +260,13 @@ class SSLMethod(nn.Module):
 
     @classmethod
     def default_training_arguments(cls, config: MethodConfig | None = None) -> dict[str, Any]:
-        """``TrainingArguments`` values that suit this method when the user does not set them.
+        """``PretrainingArguments`` values that suit this method when the user does not set them.
 
         ``learning_rate`` is the rate for a global batch of ``RECIPE_BATCH_SIZE``; ``ssl_hub.pretrain`` and
-        ``ssl-hub pretrain`` scale it to the run's batch by the rule of :attr:`learning_rate_scaling`. ``config``
-        (default: the config class's defaults) lets the recipe follow the method's hyperparameters, as MoCo's
-        follows its version."""
+        ``ssl-hub pretrain`` scale it to the run's batch by the rule of :attr:`learning_rate_scaling`.
+        ``timm_optimizer`` and ``timm_optimizer_kwargs`` may name an optimizer of timm's (LARS) to train with in
+        place of the one ``optim`` names, unless the run chooses ``optim``. ``config`` (default: the config class's
+        defaults) lets the recipe follow the method's hyperparameters, as MoCo's follows its version."""
         return {
             "learning_rate": 1e-3,
             "weight_decay": 1e-6,

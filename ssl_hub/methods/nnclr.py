@@ -18,7 +18,7 @@ from ssl_hub import distributed
 from ssl_hub._validation import check_positive, check_positive_int
 from ssl_hub.heads.nnclr import NNCLRPredictionHead, NNCLRProjectionHead
 from ssl_hub.losses.info_nce import InfoNCELoss
-from ssl_hub.methods.base import MethodConfig, Paper, SSLMethod, SSLMethodOutput
+from ssl_hub.methods.base import RECIPE_BATCH_SIZE, MethodConfig, Paper, SSLMethod, SSLMethodOutput
 from ssl_hub.modules.nn_memory_bank import NNMemoryBankModule
 from ssl_hub.registry import register_method
 from ssl_hub.transforms.simclr import SimCLRTransform
@@ -86,6 +86,7 @@ class NNCLR(SSLMethod):
     config_class = NNCLRConfig
     transform_class = SimCLRTransform
     paper = PAPER
+    learning_rate_scaling = "linear"
     config: NNCLRConfig
 
     def __init__(self, backbone: str | nn.Module, config: NNCLRConfig | None = None, **kwargs: Any) -> None:
@@ -111,6 +112,20 @@ class NNCLR(SSLMethod):
         nn0 = self.memory_bank(z0.detach(), update=True)  # (B, D), searched before z0 is written
         loss = 0.5 * (self.criterion(nn0, p1) + self.criterion(nn1, p0))
         return SSLMethodOutput(loss=loss)
+
+    @classmethod
+    def default_training_arguments(cls, config: MethodConfig | None = None) -> dict[str, Any]:
+        """LARS, as the paper trains (timm's ``larc``: LARS with LARC's trust-ratio clipping, trust coefficient 0.02,
+        solo-learn's NNCLR recipe for CIFAR-sized images) at 0.4 per 256 images, scaled linearly, over the shared
+        schedule and weight decay. On Fashion-MNIST at 936 steps it reached 79.27 % kNN over three seeds against
+        78.05 % with the shared AdamW recipe (``benchmarks/RESULTS.md``)."""
+        recipe = super().default_training_arguments(config)
+        return {
+            **recipe,
+            "learning_rate": 0.4 * RECIPE_BATCH_SIZE / 256,
+            "timm_optimizer": "larc",
+            "timm_optimizer_kwargs": {"trust_coeff": 0.02},
+        }
 
     def _check_support_set_holds_a_batch(self, batch_size: int) -> None:
         ranks = distributed.world_size() if self.config.gather_distributed else 1

@@ -1,5 +1,7 @@
 """Trainer integration: callbacks, schedules, and the ``pretrain`` entry point."""
 
+from ssl_hub.training.arguments import PretrainingArguments as PretrainingArguments
+from ssl_hub.training.arguments import training_arguments as training_arguments
 from ssl_hub.training.callbacks import EMAUpdateCallback as EMAUpdateCallback
 from ssl_hub.training.callbacks import FixedLearningRateCallback as FixedLearningRateCallback
 from ssl_hub.training.callbacks import FreezeParametersCallback as FreezeParametersCallback
@@ -10,7 +12,6 @@ from ssl_hub.training.callbacks import NonFiniteLossError as NonFiniteLossError
 from ssl_hub.training.callbacks import WeightDecayScheduleCallback as WeightDecayScheduleCallback
 from ssl_hub.training.pretrain import PretrainResult as PretrainResult
 from ssl_hub.training.pretrain import pretrain as pretrain
-from ssl_hub.training.pretrain import training_arguments as training_arguments
 from ssl_hub.training.schedules import cosine_schedule as cosine_schedule
 from ssl_hub.training.schedules import linear_schedule as linear_schedule
 from ssl_hub.training.schedules import linear_warmup_schedule as linear_warmup_schedule

@@ -3,8 +3,7 @@
 from __future__ import annotations
 
 import logging
-import math
-from collections.abc import Callable, Collection, Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, cast
@@ -18,7 +17,8 @@ from ssl_hub.data.resolve import resolve_data
 from ssl_hub.data.views import MultiViewDataset, collate_views
 from ssl_hub.eval.evaluate import evaluate_backbone, result_entries
 from ssl_hub.eval.monitor import KNNMonitorCallback
-from ssl_hub.methods.base import RECIPE_BATCH_SIZE, MethodConfig, SSLMethod
+from ssl_hub.methods.base import SSLMethod
+from ssl_hub.training.arguments import optimizer_name, training_arguments
 from ssl_hub.training.callbacks import EMAUpdateCallback, LossMonitor, MethodMetricsCallback, NonFiniteLossError
 
 logger = logging.getLogger(__name__)
@@ -37,68 +37,6 @@ class PretrainResult:
     output_dir: Path | None = None
 
 
-def recommended_training_arguments(method_class: type[SSLMethod], config: MethodConfig | None = None) -> dict[str, Any]:
-    """The ``TrainingArguments`` values ``pretrain`` and ``ssl-hub pretrain`` use unless told otherwise.
-
-    ``config`` is the method's (default: its config class's defaults): a recipe may follow it (MoCo v2 / v3).
-    """
-    return {
-        "output_dir": "ssl_hub-output",
-        "per_device_train_batch_size": RECIPE_BATCH_SIZE,  # the Trainer's 8 starves contrastive losses of negatives
-        "dataloader_drop_last": True,  # a last batch of one image breaks BatchNorm and contrastive losses
-        "dataloader_pin_memory": torch.cuda.is_available(),
-        "logging_steps": 10,
-        **method_class.default_training_arguments(config),
-    }
-
-
-def scaled_learning_rate(
-    method_class: type[SSLMethod], args: TrainingArguments, config: MethodConfig | None = None
-) -> float:
-    """The recipe's learning rate (for ``config``) scaled from ``RECIPE_BATCH_SIZE`` to the global batch of ``args``.
-
-    Recipes state their rate per batch ("5e-4 per 256 images", DINO; DINOv2 scales by the square root): a run on 4
-    GPUs of 64 images, or with gradient accumulation, gets the rate the paper prescribes for that batch.
-    ``method_class.learning_rate_scaling`` names the rule; ``None`` keeps the rate (the Adam recipes at 1e-3).
-    """
-    rate = float(method_class.default_training_arguments(config)["learning_rate"])
-    batch = args.per_device_train_batch_size * args.gradient_accumulation_steps * args.world_size
-    if method_class.learning_rate_scaling == "linear":
-        return rate * batch / RECIPE_BATCH_SIZE
-    if method_class.learning_rate_scaling == "sqrt":
-        return rate * math.sqrt(batch / RECIPE_BATCH_SIZE)
-    return rate
-
-
-def complete_from_recipe(
-    args: TrainingArguments, method_class: type[SSLMethod], config: MethodConfig | None, given: Collection[str]
-) -> None:
-    """Fill in the recipe-dependent values of ``args`` that are not among the ``given`` argument names.
-
-    ``learning_rate``: the recipe's, scaled to the global batch (:func:`scaled_learning_rate`). ``optim_args``: the
-    recipe's if ``args.optim`` is the recipe's optimizer, else none, as they are that optimizer's arguments (SGD's
-    ``momentum=0.9`` would reach RMSprop if a user switched to it).
-    """
-    if "learning_rate" not in given:
-        args.learning_rate = scaled_learning_rate(method_class, args, config)
-    if "optim_args" not in given:
-        recipe = recommended_training_arguments(method_class, config)
-        is_recipe_optimizer = getattr(args.optim, "value", args.optim) == recipe.get("optim")
-        args.optim_args = recipe.get("optim_args") if is_recipe_optimizer else None
-
-
-def training_arguments(method: SSLMethod, **overrides: Any) -> TrainingArguments:
-    """``TrainingArguments`` with the method's recommended values (for its config), then ``overrides`` on top.
-
-    What ``overrides`` leaves out follows the recipe's rules (:func:`complete_from_recipe`): the learning rate scaled
-    to the global batch, the recipe's ``optim_args`` for the recipe's optimizer only.
-    """
-    recipe = recommended_training_arguments(type(method), method.config)
-    args = TrainingArguments(**{**recipe, **overrides})
-    complete_from_recipe(args, type(method), method.config, given=overrides)
-    return args
-
-
 def _precision(args: TrainingArguments) -> str:
     return "bf16 mixed" if args.bf16 else "fp16 mixed" if args.fp16 else "fp32"
 
@@ -111,27 +49,14 @@ def _warmup(args: TrainingArguments) -> str:
     return f"{int(args.warmup_steps)} steps"
 
 
-def check_timm_optimizer_rate(timm_optimizer: str | None, given: Collection[str]) -> None:
-    """Refuse a timm optimizer without a learning rate: the recipe's rate is set for the recipe's optimizer (AdamW at
-    1e-3, SGD at 0.05), and LARS or LAMB need their own."""
-    if timm_optimizer and "learning_rate" not in given:
-        raise ValueError(
-            f"The recipe's learning rate is set for its own optimizer, not for timm's {timm_optimizer!r}: give the "
-            "learning rate too (--learning_rate; BYOL's LARS recipe is 0.2 per 256 images, SimCLR's 0.3)."
-        )
-
-
-def _optimizer(
-    method: SSLMethod,
-    args: TrainingArguments,
-    timm_optimizer: str | None = None,
-    timm_optimizer_kwargs: Mapping[str, Any] | None = None,
-) -> torch.optim.Optimizer | None:
-    """The optimizer over the method's parameter groups: timm's ``timm_optimizer`` if given, else the one
+def _optimizer(method: SSLMethod, args: TrainingArguments) -> torch.optim.Optimizer | None:
+    """The optimizer over the method's parameter groups: timm's ``args.timm_optimizer`` if it names one, else the one
     ``args.optim`` names (built by the Trainer's own factory).
 
     ``None`` lets the Trainer build its own where it must (DeepSpeed and FSDP manage the optimizer themselves).
     """
+    timm_optimizer = getattr(args, "timm_optimizer", None)  # a plain TrainingArguments has none
+    timm_optimizer_kwargs = getattr(args, "timm_optimizer_kwargs", None) or {}
     if timm_optimizer_kwargs and not timm_optimizer:
         raise ValueError(
             "timm_optimizer_kwargs are the arguments of a timm optimizer: name it with timm_optimizer too."
@@ -156,11 +81,7 @@ def _optimizer(
         )
     try:  # weight decay: each group's own (none on biases and norms, which LARS then leaves unadapted, as BYOL does)
         optimizer = create_optimizer_v2(
-            groups,
-            timm_optimizer,
-            lr=args.learning_rate,
-            weight_decay=args.weight_decay,
-            **(timm_optimizer_kwargs or {}),
+            groups, timm_optimizer, lr=args.learning_rate, weight_decay=args.weight_decay, **timm_optimizer_kwargs
         )
     except TypeError as error:
         raise ValueError(f"The timm_optimizer_kwargs do not fit timm's {timm_optimizer!r}: {error}.") from None
@@ -180,14 +101,12 @@ def _check_lars_adapts(optimizer: torch.optim.Optimizer, name: str) -> None:
         )
 
 
-def _optimizer_description(
-    args: TrainingArguments, timm_optimizer: str | None, timm_optimizer_kwargs: Mapping[str, Any] | None
-) -> tuple[str, str | None]:
-    """The optimizer's name and arguments for the training summary, as ``optim`` and ``optim_args`` spell them."""
-    if timm_optimizer:
-        arguments = ",".join(f"{key}={value}" for key, value in (timm_optimizer_kwargs or {}).items())
-        return f"timm {timm_optimizer}", arguments or None
-    return str(getattr(args.optim, "value", args.optim)), args.optim_args
+def _optimizer_arguments(args: TrainingArguments) -> str | None:
+    """The optimizer's arguments for the training summary, as ``optim_args`` spells them."""
+    if getattr(args, "timm_optimizer", None):
+        kwargs = getattr(args, "timm_optimizer_kwargs", None) or {}
+        return ",".join(f"{key}={value}" for key, value in kwargs.items()) or None
+    return args.optim_args
 
 
 def _check_one_full_batch(num_images: int, args: TrainingArguments) -> None:
@@ -223,8 +142,6 @@ def pretrain(
     knn_k: int = 200,
     knn_temperature: float = 0.1,
     knn_every_n_steps: int | None = None,
-    timm_optimizer: str | None = None,
-    timm_optimizer_kwargs: Mapping[str, Any] | None = None,
     save: bool = True,
     license: str = "apache-2.0",
 ) -> PretrainResult:
@@ -238,7 +155,10 @@ def pretrain(
         method: The method to train (see :func:`ssl_hub.create_method`).
         dataset: The images: ``None`` for the shipped demo set, a folder, a Hugging Face dataset (id or object), or
             any torch Dataset (see :func:`ssl_hub.data.resolve.resolve_data`).
-        training_args: ``TrainingArguments``, or a dict of them merged over the method's recommended values.
+        training_args: A dict of :class:`~ssl_hub.training.PretrainingArguments` values, merged over the method's
+            recipe (:func:`~ssl_hub.training.training_arguments`: with the recipe's timm optimizer, LARS for NNCLR,
+            unless the dict names ``optim``), or finished ``PretrainingArguments`` / ``TrainingArguments``, used as
+            they are (a plain ``TrainingArguments`` trains with its ``optim``).
         image_size: View size in pixels; defaults to the transform's, 32 for the demo set, else the backbone's.
         transform: Image -> list of views; defaults to ``method.make_transform(image_size, **transform_kwargs)``.
         transform_kwargs: Arguments of the method's default augmentation, e.g. ``{"gaussian_blur": 0.0}`` to switch
@@ -251,11 +171,6 @@ def pretrain(
         knn_temperature: Vote temperature of the kNN evaluation.
         knn_every_n_steps: Also log the kNN top-1 every so many steps during training (``knn_top1`` in the
             Trainer's logs); ``None`` for before and after only.
-        timm_optimizer: Train with this optimizer of timm's (``timm.optim.list_optimizers()``: ``"lars"``,
-            ``"larc"``, ``"lamb"``...) instead of the one ``training_args.optim`` names, over the same parameter
-            groups and with the same learning-rate schedule. Its learning rate must be given in ``training_args``.
-        timm_optimizer_kwargs: Its arguments beyond the rate and weight decay, e.g. ``{"trust_coeff": 0.02}``
-            (momentum: 0.9 unless given).
         save: Write the hub folder into ``training_args.output_dir`` when done.
         license: Licence of the weights, for the model card.
 
@@ -266,7 +181,6 @@ def pretrain(
         raise ValueError("pretrain: transform_kwargs are arguments of the method's default transform; pass them to "
                          "the transform you give instead.")  # fmt: skip
     if not isinstance(training_args, TrainingArguments):
-        check_timm_optimizer_rate(timm_optimizer, given=training_args or {})
         training_args = training_arguments(method, **(training_args or {}))
     splits = resolve_data(dataset, eval_dataset)
     _check_one_full_batch(len(splits.train), training_args)
@@ -289,7 +203,7 @@ def pretrain(
     evaluate = knn and splits.test is not None and splits.train.has_labels and splits.test.has_labels
     is_main = training_args.process_index == 0
     method.to(training_args.device)
-    optimizer = _optimizer(method, training_args, timm_optimizer, timm_optimizer_kwargs)  # bad arguments fail here
+    optimizer = _optimizer(method, training_args)  # bad arguments fail here
     published = method.published
 
     def knn_top1() -> dict[str, float]:
@@ -323,7 +237,6 @@ def pretrain(
             "resume with --resume_from_checkpoint."
         )
 
-    optimizer_name, optimizer_arguments = _optimizer_description(training_args, timm_optimizer, timm_optimizer_kwargs)
     training = {
         "global_step": trainer.state.global_step,
         "epochs": trainer.state.epoch or 0.0,
@@ -333,8 +246,8 @@ def pretrain(
         "global_batch_size": training_args.per_device_train_batch_size
         * training_args.world_size
         * training_args.gradient_accumulation_steps,
-        "optimizer": optimizer_name,
-        "optimizer_arguments": optimizer_arguments,
+        "optimizer": optimizer_name(training_args),
+        "optimizer_arguments": _optimizer_arguments(training_args),
         "learning_rate": training_args.learning_rate,
         "weight_decay": training_args.weight_decay,
         "lr_scheduler": str(getattr(training_args.lr_scheduler_type, "value", training_args.lr_scheduler_type)),

@@ -1,0 +1,144 @@
+"""A pretraining run's arguments: ``TrainingArguments`` plus a timm optimizer, completed from the method's recipe."""
+
+from __future__ import annotations
+
+import json
+import math
+from collections.abc import Collection
+from dataclasses import dataclass, field
+from typing import Any
+
+import torch
+from transformers import TrainingArguments
+
+from ssl_hub.methods.base import RECIPE_BATCH_SIZE, MethodConfig, SSLMethod
+
+
+@dataclass
+class PretrainingArguments(TrainingArguments):
+    """``TrainingArguments`` plus the optimizer of timm's a run may train with in place of the one ``optim`` names.
+
+    LARS, which most joint-embedding papers train with, is timm's (``lars``; ``larc`` adds LARC's trust-ratio
+    clipping) and not among the Trainer's ``optim`` names. :func:`training_arguments` and ``ssl-hub pretrain`` fill
+    both fields from the method's recipe unless the run names its optimizer (:func:`complete_from_recipe`).
+    """
+
+    timm_optimizer: str | None = field(
+        default=None,
+        metadata={
+            "help": "Train with this optimizer of timm's in place of --optim's (lars, larc, lamb...: "
+            "timm.optim.list_optimizers()), over the same parameter groups and schedule."
+        },
+    )
+    timm_optimizer_kwargs: dict[str, Any] | str | None = field(
+        default=None,
+        metadata={"help": "JSON of the timm optimizer's arguments beyond its rate and weight decay, e.g. "
+                          "'{\"trust_coeff\": 0.02}'."},
+    )  # fmt: skip
+
+    def __post_init__(self) -> None:
+        super().__post_init__()
+        if isinstance(self.timm_optimizer_kwargs, str):
+            try:
+                self.timm_optimizer_kwargs = json.loads(self.timm_optimizer_kwargs)
+            except json.JSONDecodeError as error:
+                raise ValueError(
+                    f"timm_optimizer_kwargs is not valid JSON ({error}): pass e.g. '{{\"trust_coeff\": 0.02}}'."
+                ) from None
+        if not isinstance(self.timm_optimizer_kwargs, dict | None):
+            raise ValueError(
+                f"timm_optimizer_kwargs must be a JSON object such as '{{\"trust_coeff\": 0.02}}', got "
+                f"{self.timm_optimizer_kwargs!r}."
+            )
+
+
+def recommended_training_arguments(method_class: type[SSLMethod], config: MethodConfig | None = None) -> dict[str, Any]:
+    """The ``PretrainingArguments`` values ``pretrain`` and ``ssl-hub pretrain`` use unless told otherwise.
+
+    ``config`` is the method's (default: its config class's defaults): a recipe may follow it (MoCo v2 / v3).
+    """
+    return {
+        "output_dir": "ssl_hub-output",
+        "per_device_train_batch_size": RECIPE_BATCH_SIZE,  # the Trainer's 8 starves contrastive losses of negatives
+        "dataloader_drop_last": True,  # a last batch of one image breaks BatchNorm and contrastive losses
+        "dataloader_pin_memory": torch.cuda.is_available(),
+        "logging_steps": 10,
+        **method_class.default_training_arguments(config),
+    }
+
+
+def scaled_learning_rate(
+    method_class: type[SSLMethod], args: TrainingArguments, config: MethodConfig | None = None
+) -> float:
+    """The recipe's learning rate (for ``config``) scaled from ``RECIPE_BATCH_SIZE`` to the global batch of ``args``.
+
+    Recipes state their rate per batch ("5e-4 per 256 images", DINO; DINOv2 scales by the square root): a run on 4
+    GPUs of 64 images, or with gradient accumulation, gets the rate the paper prescribes for that batch.
+    ``method_class.learning_rate_scaling`` names the rule; ``None`` keeps the rate (the Adam recipes at 1e-3).
+    """
+    rate = float(method_class.default_training_arguments(config)["learning_rate"])
+    batch = args.per_device_train_batch_size * args.gradient_accumulation_steps * args.world_size
+    if method_class.learning_rate_scaling == "linear":
+        return rate * batch / RECIPE_BATCH_SIZE
+    if method_class.learning_rate_scaling == "sqrt":
+        return rate * math.sqrt(batch / RECIPE_BATCH_SIZE)
+    return rate
+
+
+def optimizer_name(args: TrainingArguments) -> str:
+    """The optimizer ``args`` train with: ``"timm NAME"`` for a timm optimizer, else the ``optim`` name."""
+    timm_optimizer = getattr(args, "timm_optimizer", None)
+    return f"timm {timm_optimizer}" if timm_optimizer else str(getattr(args.optim, "value", args.optim))
+
+
+def complete_from_recipe(
+    args: PretrainingArguments, method_class: type[SSLMethod], config: MethodConfig | None, given: Collection[str]
+) -> None:
+    """Fill in the recipe-dependent values of ``args`` that are not among the ``given`` argument names.
+
+    ``timm_optimizer``: the recipe's, unless ``optim`` is given (the run chose the Trainer's optimizer). The
+    optimizer's arguments (``optim_args``, ``timm_optimizer_kwargs``): the recipe's if the run trains with the
+    recipe's optimizer, else none, as they are that optimizer's (SGD's ``momentum=0.9`` would reach RMSprop if a user
+    switched to it). ``learning_rate``: the recipe's, scaled to the global batch (:func:`scaled_learning_rate`); a
+    run that trains with a timm optimizer other than the recipe's, or none where the recipe has one, must give its
+    own, as LARS rates and Adam rates differ a hundredfold.
+
+    Raises:
+        ValueError: The timm optimizer differs from the recipe's and no learning rate is given.
+    """
+    recipe = recommended_training_arguments(method_class, config)
+    recipe_timm_optimizer = recipe.get("timm_optimizer")
+    if "timm_optimizer" not in given:
+        args.timm_optimizer = None if "optim" in given else recipe_timm_optimizer
+    if "timm_optimizer_kwargs" not in given:
+        is_recipe_timm_optimizer = args.timm_optimizer is not None and args.timm_optimizer == recipe_timm_optimizer
+        args.timm_optimizer_kwargs = recipe.get("timm_optimizer_kwargs") if is_recipe_timm_optimizer else None
+    if "optim_args" not in given:
+        is_recipe_optimizer = getattr(args.optim, "value", args.optim) == recipe.get("optim")
+        args.optim_args = recipe.get("optim_args") if is_recipe_optimizer else None
+    if "learning_rate" in given:
+        return
+    if args.timm_optimizer != recipe_timm_optimizer:
+        default_optim = PretrainingArguments.__dataclass_fields__["optim"].default
+        recipe_optimizer = (
+            f"timm {recipe_timm_optimizer}" if recipe_timm_optimizer else recipe.get("optim", default_optim)
+        )
+        raise ValueError(
+            f"{method_class.display_name}'s recipe sets its learning rate for {recipe_optimizer}, not for "
+            f"{optimizer_name(args)}: give the learning rate too (--learning_rate; BYOL's LARS recipe is 0.2 per 256 "
+            "images, SimCLR's 0.3, the shared AdamW recipe 1e-3)."
+        )
+    args.learning_rate = scaled_learning_rate(method_class, args, config)
+
+
+def training_arguments(method: SSLMethod, **overrides: Any) -> PretrainingArguments:
+    """``PretrainingArguments`` with the method's recommended values (for its config), then ``overrides`` on top.
+
+    What ``overrides`` leaves out follows the recipe's rules (:func:`complete_from_recipe`): the recipe's timm
+    optimizer unless ``optim`` is given, the optimizer's arguments for the recipe's optimizer only, the learning rate
+    scaled to the global batch.
+    """
+    recipe = recommended_training_arguments(type(method), method.config)
+    args = PretrainingArguments(**{**recipe, **overrides})
+    complete_from_recipe(args, type(method), method.config, given=overrides)
+    return args
