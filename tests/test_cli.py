@@ -85,6 +85,16 @@ def test_unknown_method_and_unknown_backbone_fail_with_clear_messages(
     assert "Unknown backbone 'resnet181'" in capsys.readouterr().err
 
 
+def test_a_bad_method_hyperparameter_is_a_usage_error_not_a_traceback(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    out = tmp_path / "out"
+    arguments = ["--backbone", "test_resnet", "--output-dir", str(out), "--temperature", "-1"]
+    assert main(["pretrain", "--method", "simclr", *arguments]) == 2
+    assert "SimCLR: temperature must be a finite number > 0, got -1.0." in capsys.readouterr().err
+    assert not out.exists()
+
+
 def test_empty_data_folder_fails_with_a_clear_message(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
     (tmp_path / "data").mkdir()
     arguments = ["--data", str(tmp_path / "data"), "--output-dir", str(tmp_path / "out")]
