@@ -143,7 +143,7 @@ from __future__ import annotations
 import copy
 import math
 from collections.abc import Callable, Sequence
-from typing import Any, ClassVar
+from typing import Any, ClassVar, cast
 
 import torch
 from lightly.data import IJEPAMaskCollator
@@ -429,6 +429,9 @@ class LightlyReference(SSLMethod):
     @classmethod
     def default_training_arguments(cls, config: MethodConfig | None = None) -> dict[str, Any]:
         return cls.ours.default_training_arguments(config)
+
+    def backbone_training_arguments(self) -> dict[str, Any]:
+        return self.ours.backbone_training_arguments(cast(Any, self))  # ours reads only config and backbone
 
     def make_transform(self, input_size: int = 224, **kwargs: Any) -> Any:
         """LightlySSL's transform for the method: image -> list of view tensors."""

@@ -21,9 +21,6 @@ from ssl_hub.registry import get_method_class, list_methods
 
 logger = logging.getLogger("ssl_hub")
 
-# The pretraining arguments the recipe fills in when the command line does not give them (complete_from_recipe).
-RECIPE_DEPENDENT = ("learning_rate", "optim_args", "timm_optimizer", "timm_optimizer_kwargs")
-
 
 @dataclass
 class PretrainCommand:
@@ -97,6 +94,7 @@ def run_pretrain(argv: list[str]) -> int:
 
     from ssl_hub.methods.base import RECIPE_BATCH_SIZE
     from ssl_hub.training.arguments import (
+        RECIPE_DEPENDENT,
         PretrainingArguments,
         complete_from_recipe,
         recommended_training_arguments,
@@ -141,22 +139,28 @@ def run_pretrain(argv: list[str]) -> int:
     try:  # twice: the recipe may follow the method's config (MoCo's version), which is known after the first parse
         _, method_config, _ = parse()
         command, method_config, args = parse(method_config)
-        if not args.output_dir:
-            return _fail("pretrain", "--output-dir is required.", code=2)
-        given = [name for name in RECIPE_DEPENDENT if getattr(args, name) is not None]
-        complete_from_recipe(args, method_class, method_config, given + ["optim"] * (known.optim is not None))
     except ValueError as error:
         return _fail("pretrain", str(error), code=2)
-    return _pretrain(command, method_class, method_config, args, push_repo)
+    if not args.output_dir:
+        return _fail("pretrain", "--output-dir is required.", code=2)
+    try:
+        backbone_kwargs = _json_object("--backbone_kwargs", command.backbone_kwargs, '{"drop_path_rate": 0.1}')
+        method = method_class(command.backbone, method_config, backbone_kwargs=backbone_kwargs)
+    except (ValueError, TypeError, OSError, RuntimeError, ImportError) as error:
+        return _fail("pretrain", str(error))
+    given = [name for name in RECIPE_DEPENDENT if getattr(args, name) is not None]
+    try:  # the recipe may follow the backbone too (MoCo v3: LARS for ResNets), known once the method is built
+        complete_from_recipe(args, method, given + ["optim"] * (known.optim is not None))
+    except ValueError as error:
+        return _fail("pretrain", str(error), code=2)
+    return _pretrain(command, method, args, push_repo)
 
 
-def _pretrain(command: PretrainCommand, method_class: Any, method_config: Any, args: Any, push_repo: str | None) -> int:
+def _pretrain(command: PretrainCommand, method: Any, args: Any, push_repo: str | None) -> int:
     from ssl_hub.training.pretrain import pretrain
 
     try:
-        backbone_kwargs = _json_object("--backbone_kwargs", command.backbone_kwargs, '{"drop_path_rate": 0.1}')
         transform_kwargs = _json_object("--transform_kwargs", command.transform_kwargs, '{"gaussian_blur": 0.0}')
-        method = method_class(command.backbone, method_config, backbone_kwargs=backbone_kwargs)
         result = pretrain(
             method,
             command.data,

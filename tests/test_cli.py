@@ -219,7 +219,9 @@ def test_a_recipe_with_a_timm_optimizer_trains_with_it_unless_the_run_chooses_an
     [  # the recipes' rates per 256 images, scaled to the batch of 16; a rate that is given is kept
         (["--version", "2", "--memory_bank_size", "64"], "sgd", "momentum=0.9", 0.03 * 16 / 256),
         (["--version", "3", "--projection_hidden_dim", "32", "--prediction_hidden_dim", "32"],
-         "adamw_torch_fused", None, 1e-3 * 16 / 256),
+         "timm larc", "trust_coeff=0.02", 0.3 * 16 / 256),  # v3 on a ResNet: LARS (AdamW on a ViT)
+        (["--version", "3", "--projection_hidden_dim", "32", "--prediction_hidden_dim", "32", "--optim",
+          "adamw_torch", "--learning_rate", "1e-3"], "adamw_torch", None, 1e-3),
         (["--version", "2", "--memory_bank_size", "64", "--optim", "adamw_torch"],
          "adamw_torch", None, 0.03 * 16 / 256),
         (["--version", "2", "--memory_bank_size", "64", "--timm_optimizer", "larc", "--learning_rate", "0.3",

@@ -18,6 +18,7 @@ from ssl_hub.heads import MoCoProjectionHead
 from ssl_hub.methods import MoCo, MoCoConfig
 from ssl_hub.methods.moco import VERSION_DEFAULTS
 from ssl_hub.training import cosine_schedule
+from ssl_hub.training.arguments import optimizer_name
 from ssl_hub.transforms import BYOLTransform, MoCoV2Transform
 
 SMALL_V2 = {"projection_hidden_dim": 32, "projection_output_dim": 8}
@@ -184,20 +185,27 @@ def test_heads_follow_each_version() -> None:
 
 
 @pytest.mark.parametrize(
-    ("version", "optimizer", "rate", "weight_decay"),
-    [(2, "sgd", 0.03, 1e-4), (3, "adamw_torch_fused", 1e-3, 1e-6)],  # v2: official main_moco.py --cos
+    ("version", "backbone", "optimizer", "rate", "weight_decay"),
+    [
+        (2, "test_resnet", "sgd", 0.03, 1e-4),  # v2: official main_moco.py --cos
+        (2, "test_vit", "sgd", 0.03, 1e-4),
+        (3, "test_resnet", "timm larc", 0.3, 1e-6),  # v3 trains ResNets with LARS...
+        (3, "test_convnext", "timm larc", 0.3, 1e-6),
+        (3, "test_vit", "adamw_torch_fused", 1e-3, 1e-6),  # ...and ViTs with AdamW
+    ],
 )
-def test_each_version_trains_with_its_recipe_at_its_rate_per_256_images(
-    version: int, optimizer: str, rate: float, weight_decay: float
+def test_each_version_trains_with_its_recipe_for_its_backbone_at_its_rate_per_256_images(
+    version: int, backbone: str, optimizer: str, rate: float, weight_decay: float
 ) -> None:
-    method = ssl_hub.create_method("moco", "test_resnet", version=version)
+    method = ssl_hub.create_method("moco", backbone, version=version)
     for batch in (256, 64):
         args = ssl_hub.training_arguments(
             method, output_dir="unused", report_to="none", per_device_train_batch_size=batch
         )
-        assert (args.optim, args.weight_decay, args.lr_scheduler_type) == (optimizer, weight_decay, "cosine")
+        assert (optimizer_name(args), args.weight_decay, args.lr_scheduler_type) == (optimizer, weight_decay, "cosine")
         assert args.learning_rate == pytest.approx(rate * batch / 256)
     assert (args.optim_args, args.warmup_steps) == (("momentum=0.9", 0) if version == 2 else (None, 0.05))
+    assert args.timm_optimizer_kwargs == ({"trust_coeff": 0.02} if optimizer == "timm larc" else None)
 
 
 def test_queue_is_a_buffer_of_the_papers_size() -> None:

@@ -146,6 +146,18 @@ def test_a_recipes_timm_optimizer_is_the_default_unless_the_run_chooses_its_opti
     assert args.learning_rate == pytest.approx(rate)
 
 
+def test_a_backbone_recipe_may_set_the_optimizer_and_its_rate_only() -> None:
+    """Every run leaves those to the recipe unless it gives them; a weight decay that depended on the backbone would
+    be lost on the command line, whose defaults are parsed before the backbone is built."""
+
+    class BackboneWeightDecay(SimCLR):
+        def backbone_training_arguments(self) -> dict[str, Any]:
+            return {"weight_decay": 0.05}
+
+    with pytest.raises(TypeError, match=r"set learning_rate, timm_optimizer, timm_optimizer_kwargs only.*weight_decay"):
+        ssl_hub.training_arguments(BackboneWeightDecay("test_resnet"), output_dir="unused", report_to="none")
+
+
 @pytest.mark.parametrize("arguments", ["dict", "TrainingArguments"])
 def test_pretrain_builds_the_recipes_timm_optimizer_from_a_dict_and_a_plain_trainingarguments_optim(
     arguments: str, tmp_path: Path

@@ -49,6 +49,19 @@ def sgd_training_arguments(learning_rate_per_256_images: float) -> dict[str, Any
     }
 
 
+def lars_training_arguments(learning_rate_per_256_images: float) -> dict[str, Any]:
+    """The LARS recipe of NNCLR and of MoCo v3 on ResNets (``default_training_arguments`` /
+    ``backbone_training_arguments`` values): timm's ``larc``, LARS with LARC's trust-ratio clipping, at trust
+    coefficient 0.02, as solo-learn's CIFAR recipes set it, the rate per 256 images stated for a batch of
+    ``RECIPE_BATCH_SIZE`` (to be scaled linearly). timm's LARS adapts the parameters with weight decay only, so biases
+    and normalisation parameters are neither decayed nor adapted."""
+    return {
+        "learning_rate": learning_rate_per_256_images * RECIPE_BATCH_SIZE / 256,
+        "timm_optimizer": "larc",
+        "timm_optimizer_kwargs": {"trust_coeff": 0.02},
+    }
+
+
 @dataclass(frozen=True)
 class Paper:
     """The publication a method implements, cited in its model card."""
@@ -146,7 +159,7 @@ class SSLMethod(nn.Module):
     published_backbone: ClassVar[str] = "backbone"
     # How the recipe's learning rate (the rate for a global batch of RECIPE_BATCH_SIZE) follows the run's batch when
     # the user does not set one: "linear" (the papers' "lr per 256 images"), "sqrt" (DINOv2), or None (fixed: the
-    # Adam recipes at 1e-3). Applied by ssl_hub.training.pretrain.scaled_learning_rate.
+    # Adam recipes at 1e-3). Applied by ssl_hub.training.arguments.scaled_learning_rate.
     learning_rate_scaling: ClassVar[LearningRateScaling] = None
     # timm arguments the method gives a backbone it builds from an architecture name (the user's backbone_kwargs win;
     # a model instance or a published backbone is left as it is). Methods whose losses never reach a ViT's class token
@@ -274,6 +287,12 @@ class SSLMethod(nn.Module):
             "warmup_steps": 0.05,
             "max_grad_norm": 0.0,  # no clipping unless the method's paper clips
         }
+
+    def backbone_training_arguments(self) -> dict[str, Any]:
+        """The recipe's values that follow the backbone's architecture, over :meth:`default_training_arguments`: the
+        optimizer and its rate (``learning_rate``, ``timm_optimizer``, ``timm_optimizer_kwargs``), as MoCo v3 trains
+        ResNets with LARS and ViTs with AdamW. None by default."""
+        return {}
 
     def save_pretrained(self, save_directory: str | Path, **card_kwargs: Any) -> Path:
         """Write the hub folder: backbone (config.json + model.safetensors), model card, and ``ssl/`` state.

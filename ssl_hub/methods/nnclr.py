@@ -18,7 +18,7 @@ from ssl_hub import distributed
 from ssl_hub._validation import check_positive, check_positive_int
 from ssl_hub.heads.nnclr import NNCLRPredictionHead, NNCLRProjectionHead
 from ssl_hub.losses.info_nce import InfoNCELoss
-from ssl_hub.methods.base import RECIPE_BATCH_SIZE, MethodConfig, Paper, SSLMethod, SSLMethodOutput
+from ssl_hub.methods.base import MethodConfig, Paper, SSLMethod, SSLMethodOutput, lars_training_arguments
 from ssl_hub.modules.nn_memory_bank import NNMemoryBankModule
 from ssl_hub.registry import register_method
 from ssl_hub.transforms.simclr import SimCLRTransform
@@ -115,17 +115,11 @@ class NNCLR(SSLMethod):
 
     @classmethod
     def default_training_arguments(cls, config: MethodConfig | None = None) -> dict[str, Any]:
-        """LARS, as the paper trains (timm's ``larc``: LARS with LARC's trust-ratio clipping, trust coefficient 0.02,
-        solo-learn's NNCLR recipe for CIFAR-sized images) at 0.4 per 256 images, scaled linearly, over the shared
-        schedule and weight decay. On Fashion-MNIST at 936 steps it reached 79.27 % kNN over three seeds against
-        78.05 % with the shared AdamW recipe (``benchmarks/RESULTS.md``)."""
-        recipe = super().default_training_arguments(config)
-        return {
-            **recipe,
-            "learning_rate": 0.4 * RECIPE_BATCH_SIZE / 256,
-            "timm_optimizer": "larc",
-            "timm_optimizer_kwargs": {"trust_coeff": 0.02},
-        }
+        """LARS, as the paper trains, at 0.4 per 256 images, scaled linearly (solo-learn's CIFAR NNCLR settings,
+        :func:`~ssl_hub.methods.base.lars_training_arguments`), over the shared schedule and weight decay. On
+        Fashion-MNIST at 936 steps it reached 79.27 % kNN over three seeds against 78.05 % with the shared AdamW
+        recipe (``benchmarks/RESULTS.md``)."""
+        return {**super().default_training_arguments(config), **lars_training_arguments(0.4)}
 
     def _check_support_set_holds_a_batch(self, batch_size: int) -> None:
         ranks = distributed.world_size() if self.config.gather_distributed else 1

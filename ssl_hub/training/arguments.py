@@ -13,6 +13,11 @@ from transformers import TrainingArguments
 
 from ssl_hub.methods.base import RECIPE_BATCH_SIZE, MethodConfig, SSLMethod
 
+# The arguments a run leaves to the recipe unless it gives them (complete_from_recipe); the backbone may decide the
+# optimizer's (SSLMethod.backbone_training_arguments).
+RECIPE_DEPENDENT = ("learning_rate", "optim_args", "timm_optimizer", "timm_optimizer_kwargs")
+BACKBONE_DEPENDENT = ("learning_rate", "timm_optimizer", "timm_optimizer_kwargs")
+
 
 @dataclass
 class PretrainingArguments(TrainingArguments):
@@ -67,20 +72,30 @@ def recommended_training_arguments(method_class: type[SSLMethod], config: Method
     }
 
 
-def scaled_learning_rate(
-    method_class: type[SSLMethod], args: TrainingArguments, config: MethodConfig | None = None
-) -> float:
-    """The recipe's learning rate (for ``config``) scaled from ``RECIPE_BATCH_SIZE`` to the global batch of ``args``.
+def method_recipe(method: SSLMethod) -> dict[str, Any]:
+    """The recipe of ``method``: its class's for its config, with the values its backbone decides on top
+    (:meth:`~ssl_hub.methods.SSLMethod.backbone_training_arguments`)."""
+    for_backbone = method.backbone_training_arguments()
+    if unexpected := sorted(set(for_backbone) - set(BACKBONE_DEPENDENT)):
+        raise TypeError(
+            f"{type(method).__name__}.backbone_training_arguments may set {', '.join(BACKBONE_DEPENDENT)} only, which "
+            f"every run leaves to the recipe unless it gives them; got {', '.join(unexpected)}."
+        )
+    return {**recommended_training_arguments(type(method), method.config), **for_backbone}
+
+
+def scaled_learning_rate(method: SSLMethod, args: TrainingArguments) -> float:
+    """The recipe's learning rate for ``method`` scaled from ``RECIPE_BATCH_SIZE`` to the global batch of ``args``.
 
     Recipes state their rate per batch ("5e-4 per 256 images", DINO; DINOv2 scales by the square root): a run on 4
-    GPUs of 64 images, or with gradient accumulation, gets the rate the paper prescribes for that batch.
-    ``method_class.learning_rate_scaling`` names the rule; ``None`` keeps the rate (the Adam recipes at 1e-3).
+    GPUs of 64 images, or with gradient accumulation, gets the rate the paper prescribes for that batch. The method's
+    ``learning_rate_scaling`` names the rule; ``None`` keeps the rate (the Adam recipes at 1e-3).
     """
-    rate = float(method_class.default_training_arguments(config)["learning_rate"])
+    rate = float(method_recipe(method)["learning_rate"])
     batch = args.per_device_train_batch_size * args.gradient_accumulation_steps * args.world_size
-    if method_class.learning_rate_scaling == "linear":
+    if method.learning_rate_scaling == "linear":
         return rate * batch / RECIPE_BATCH_SIZE
-    if method_class.learning_rate_scaling == "sqrt":
+    if method.learning_rate_scaling == "sqrt":
         return rate * math.sqrt(batch / RECIPE_BATCH_SIZE)
     return rate
 
@@ -91,10 +106,9 @@ def optimizer_name(args: TrainingArguments) -> str:
     return f"timm {timm_optimizer}" if timm_optimizer else str(getattr(args.optim, "value", args.optim))
 
 
-def complete_from_recipe(
-    args: PretrainingArguments, method_class: type[SSLMethod], config: MethodConfig | None, given: Collection[str]
-) -> None:
-    """Fill in the recipe-dependent values of ``args`` that are not among the ``given`` argument names.
+def complete_from_recipe(args: PretrainingArguments, method: SSLMethod, given: Collection[str]) -> None:
+    """Fill in the recipe-dependent values of ``args`` (``RECIPE_DEPENDENT``) that are not among the ``given``
+    argument names, from the recipe of ``method`` (:func:`method_recipe`).
 
     ``timm_optimizer``: the recipe's, unless ``optim`` is given (the run chose the Trainer's optimizer). The
     optimizer's arguments (``optim_args``, ``timm_optimizer_kwargs``): the recipe's if the run trains with the
@@ -106,7 +120,7 @@ def complete_from_recipe(
     Raises:
         ValueError: The timm optimizer differs from the recipe's and no learning rate is given.
     """
-    recipe = recommended_training_arguments(method_class, config)
+    recipe = method_recipe(method)
     recipe_timm_optimizer = recipe.get("timm_optimizer")
     if "timm_optimizer" not in given:
         args.timm_optimizer = None if "optim" in given else recipe_timm_optimizer
@@ -124,11 +138,11 @@ def complete_from_recipe(
             f"timm {recipe_timm_optimizer}" if recipe_timm_optimizer else recipe.get("optim", default_optim)
         )
         raise ValueError(
-            f"{method_class.display_name}'s recipe sets its learning rate for {recipe_optimizer}, not for "
+            f"{method.display_name}'s recipe sets its learning rate for {recipe_optimizer}, not for "
             f"{optimizer_name(args)}: give the learning rate too (--learning_rate; BYOL's LARS recipe is 0.2 per 256 "
             "images, SimCLR's 0.3, the shared AdamW recipe 1e-3)."
         )
-    args.learning_rate = scaled_learning_rate(method_class, args, config)
+    args.learning_rate = scaled_learning_rate(method, args)
 
 
 def training_arguments(method: SSLMethod, **overrides: Any) -> PretrainingArguments:
@@ -138,7 +152,6 @@ def training_arguments(method: SSLMethod, **overrides: Any) -> PretrainingArgume
     optimizer unless ``optim`` is given, the optimizer's arguments for the recipe's optimizer only, the learning rate
     scaled to the global batch.
     """
-    recipe = recommended_training_arguments(type(method), method.config)
-    args = PretrainingArguments(**{**recipe, **overrides})
-    complete_from_recipe(args, type(method), method.config, given=overrides)
+    args = PretrainingArguments(**{**method_recipe(method), **overrides})
+    complete_from_recipe(args, method, given=overrides)
     return args
