@@ -146,7 +146,7 @@ def complete_from_recipe(args: PretrainingArguments, method: SSLMethod, given: C
 
 
 def training_arguments(method: SSLMethod, **overrides: Any) -> PretrainingArguments:
-    """``PretrainingArguments`` with the method's recommended values (for its config), then ``overrides`` on top.
+    """``PretrainingArguments`` with the method's recipe (for its config and backbone), then ``overrides`` on top.
 
     What ``overrides`` leaves out follows the recipe's rules (:func:`complete_from_recipe`): the recipe's timm
     optimizer unless ``optim`` is given, the optimizer's arguments for the recipe's optimizer only, the learning rate
