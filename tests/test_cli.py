@@ -191,52 +191,41 @@ def test_an_optimizer_without_its_learning_rate_or_with_malformed_arguments_is_a
     assert not (tmp_path / "out").exists()
 
 
-@pytest.mark.parametrize(
-    ("flags", "optimizer", "optimizer_arguments", "rate"),
-    [  # NNCLR's recipe: timm's larc at 0.4 per 256 images, scaled to the batch of 16, unless the run chooses
-        ([], "timm larc", "trust_coeff=0.02", 0.4 * 16 / 256),
-        (["--timm_optimizer_kwargs", '{"trust_coeff": 0.001}'], "timm larc", "trust_coeff=0.001", 0.4 * 16 / 256),
-        (["--learning_rate", "0.2"], "timm larc", "trust_coeff=0.02", 0.2),
-        (["--optim", "adamw_torch", "--learning_rate", "1e-3"], "adamw_torch", None, 1e-3),
-        (["--optim=sgd", "--optim_args", "momentum=0.9", "--learning_rate", "0.05"], "sgd", "momentum=0.9", 0.05),
-        (["--timm_optimizer", "lars", "--learning_rate", "0.3"], "timm lars", None, 0.3),
-    ],
-)  # fmt: skip
-def test_a_recipe_with_a_timm_optimizer_trains_with_it_unless_the_run_chooses_another(
-    flags: list[str], optimizer: str, optimizer_arguments: str | None, rate: float, tmp_path: Path
-) -> None:
-    out = tmp_path / "out"
-    arguments = ["--output-dir", str(out), "--max_steps", "1", "--per_device_train_batch_size", "16", "--no_knn"]
-    small = ["--memory_bank_size", "64", "--projection_hidden_dim", "32", "--prediction_hidden_dim", "32"]
-    assert main(["pretrain", "--method", "nnclr", "--backbone", "test_resnet", *small, *flags, *arguments]) == 0
-    training = json.loads((out / "config.json").read_text())["ssl_hub"]["training"]
-    assert (training["optimizer"], training["learning_rate"]) == (optimizer, pytest.approx(rate))
-    assert training["optimizer_arguments"] == optimizer_arguments  # the recipe's trust_coeff is larc's only
+SMALL_NNCLR = ["--memory_bank_size", "64", "--projection_hidden_dim", "32", "--prediction_hidden_dim", "32"]
+SMALL_MOCO_V3 = ["--version", "3", "--projection_hidden_dim", "32", "--prediction_hidden_dim", "32"]
 
 
 @pytest.mark.parametrize(
-    ("flags", "optimizer", "optimizer_arguments", "rate"),
+    ("method", "flags", "optimizer", "optimizer_arguments", "rate"),
     [  # the recipes' rates per 256 images, scaled to the batch of 16; a rate that is given is kept
-        (["--version", "2", "--memory_bank_size", "64"], "sgd", "momentum=0.9", 0.03 * 16 / 256),
-        (["--version", "3", "--projection_hidden_dim", "32", "--prediction_hidden_dim", "32"],
-         "timm larc", "trust_coeff=0.02", 0.3 * 16 / 256),  # v3 on a ResNet: LARS (AdamW on a ViT)
-        (["--version", "3", "--projection_hidden_dim", "32", "--prediction_hidden_dim", "32", "--optim",
-          "adamw_torch", "--learning_rate", "1e-3"], "adamw_torch", None, 1e-3),
-        (["--version", "2", "--memory_bank_size", "64", "--optim", "adamw_torch"],
-         "adamw_torch", None, 0.03 * 16 / 256),
-        (["--version", "2", "--memory_bank_size", "64", "--timm_optimizer", "larc", "--learning_rate", "0.3",
+        ("moco", ["--version", "2", "--memory_bank_size", "64"], "sgd", "momentum=0.9", 0.03 * 16 / 256),
+        ("moco", ["--version", "2", "--memory_bank_size", "64", "--optim", "adamw_torch"],
+         "adamw_torch", None, 0.03 * 16 / 256),  # the recipe's momentum=0.9 is SGD's only
+        ("moco", ["--version", "2", "--memory_bank_size", "64", "--timm_optimizer", "larc", "--learning_rate", "0.3",
           "--timm_optimizer_kwargs", '{"trust_coeff": 0.02}'], "timm larc", "trust_coeff=0.02", 0.3),
+        # MoCo v3 on a ResNet: LARS (timm larc), AdamW on a ViT
+        ("moco", SMALL_MOCO_V3, "timm larc", "trust_coeff=0.02", 0.3 * 16 / 256),
+        ("moco", [*SMALL_MOCO_V3, "--optim", "adamw_torch", "--learning_rate", "1e-3"], "adamw_torch", None, 1e-3),
+        # NNCLR's recipe: timm larc, unless the run chooses another optimizer; its trust_coeff is larc's only
+        ("nnclr", SMALL_NNCLR, "timm larc", "trust_coeff=0.02", 0.4 * 16 / 256),
+        ("nnclr", [*SMALL_NNCLR, "--timm_optimizer_kwargs", '{"trust_coeff": 0.001}'],
+         "timm larc", "trust_coeff=0.001", 0.4 * 16 / 256),
+        ("nnclr", [*SMALL_NNCLR, "--learning_rate", "0.2"], "timm larc", "trust_coeff=0.02", 0.2),
+        ("nnclr", [*SMALL_NNCLR, "--optim", "adamw_torch", "--learning_rate", "1e-3"], "adamw_torch", None, 1e-3),
+        ("nnclr", [*SMALL_NNCLR, "--optim=sgd", "--optim_args", "momentum=0.9", "--learning_rate", "0.05"],
+         "sgd", "momentum=0.9", 0.05),
+        ("nnclr", [*SMALL_NNCLR, "--timm_optimizer", "lars", "--learning_rate", "0.3"], "timm lars", None, 0.3),
     ],
 )  # fmt: skip
-def test_the_recipe_follows_the_method_config_given_on_the_command_line(
-    flags: list[str], optimizer: str, optimizer_arguments: str | None, rate: float, tmp_path: Path
+def test_the_recipe_optimizer_follows_the_config_and_backbone_unless_the_run_chooses_one(
+    method: str, flags: list[str], optimizer: str, optimizer_arguments: str | None, rate: float, tmp_path: Path
 ) -> None:
     out = tmp_path / "out"
     arguments = ["--output-dir", str(out), "--max_steps", "1", "--per_device_train_batch_size", "16", "--no_knn"]
-    assert main(["pretrain", "--method", "moco", "--backbone", "test_resnet", *flags, *arguments]) == 0
+    assert main(["pretrain", "--method", method, "--backbone", "test_resnet", *flags, *arguments]) == 0
     training = json.loads((out / "config.json").read_text())["ssl_hub"]["training"]
     assert (training["optimizer"], training["learning_rate"]) == (optimizer, pytest.approx(rate))
-    assert training["optimizer_arguments"] == optimizer_arguments  # the recipe's momentum=0.9 is SGD's only
+    assert training["optimizer_arguments"] == optimizer_arguments
     card = (out / "README.md").read_text()
     assert f"| Optimizer | {optimizer}{f' ({optimizer_arguments})' if optimizer_arguments else ''}, learning" in card
 
