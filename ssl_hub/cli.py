@@ -92,7 +92,7 @@ def _pop_push_to_hub(argv: list[str]) -> tuple[str | None, list[str]]:
 def run_pretrain(argv: list[str]) -> int:
     from transformers import HfArgumentParser
 
-    from ssl_hub.methods.base import RECIPE_BATCH_SIZE
+    from ssl_hub.methods.base import RECIPE_BATCH_SIZE, SSLMethod
     from ssl_hub.training.arguments import (
         RECIPE_DEPENDENT,
         PretrainingArguments,
@@ -126,6 +126,11 @@ def run_pretrain(argv: list[str]) -> int:
             )
         if recipe.get("timm_optimizer"):
             recipe_help += f", with timm's {recipe['timm_optimizer']} unless --optim or --timm_optimizer is given"
+        if method_class.backbone_training_arguments is not SSLMethod.backbone_training_arguments:
+            recipe_help += (
+                f"; the optimizer and its rate follow the backbone ({method_class.__name__}.backbone_training_arguments"
+                "; the card names the one used)"
+            )
         parser = HfArgumentParser(
             cast(Any, [PretrainCommand, method_class.config_class, PretrainingArguments]),
             prog="ssl-hub pretrain",
