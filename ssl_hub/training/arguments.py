@@ -84,14 +84,14 @@ def method_recipe(method: SSLMethod) -> dict[str, Any]:
     return {**recommended_training_arguments(type(method), method.config), **for_backbone}
 
 
-def scaled_learning_rate(method: SSLMethod, args: TrainingArguments) -> float:
-    """The recipe's learning rate for ``method`` scaled from ``RECIPE_BATCH_SIZE`` to the global batch of ``args``.
+def scaled_learning_rate(rate: float, method: SSLMethod, args: TrainingArguments) -> float:
+    """``rate``, the recipe's learning rate for ``method``, scaled from ``RECIPE_BATCH_SIZE`` to the global batch of
+    ``args``.
 
     Recipes state their rate per batch ("5e-4 per 256 images", DINO; DINOv2 scales by the square root): a run on 4
     GPUs of 64 images, or with gradient accumulation, gets the rate the paper prescribes for that batch. The method's
     ``learning_rate_scaling`` names the rule; ``None`` keeps the rate (the Adam recipes at 1e-3).
     """
-    rate = float(method_recipe(method)["learning_rate"])
     batch = args.per_device_train_batch_size * args.gradient_accumulation_steps * args.world_size
     if method.learning_rate_scaling == "linear":
         return rate * batch / RECIPE_BATCH_SIZE
@@ -125,7 +125,7 @@ def complete_from_recipe(args: PretrainingArguments, method: SSLMethod, given: C
     if "timm_optimizer" not in given:
         args.timm_optimizer = None if "optim" in given else recipe_timm_optimizer
     if "timm_optimizer_kwargs" not in given:
-        is_recipe_timm_optimizer = args.timm_optimizer is not None and args.timm_optimizer == recipe_timm_optimizer
+        is_recipe_timm_optimizer = args.timm_optimizer == recipe_timm_optimizer
         args.timm_optimizer_kwargs = recipe.get("timm_optimizer_kwargs") if is_recipe_timm_optimizer else None
     if "optim_args" not in given:
         is_recipe_optimizer = getattr(args.optim, "value", args.optim) == recipe.get("optim")
@@ -142,7 +142,7 @@ def complete_from_recipe(args: PretrainingArguments, method: SSLMethod, given: C
             f"{optimizer_name(args)}: give the learning rate too (--learning_rate; BYOL's LARS recipe is 0.2 per 256 "
             "images, SimCLR's 0.3, the shared AdamW recipe 1e-3)."
         )
-    args.learning_rate = scaled_learning_rate(method, args)
+    args.learning_rate = scaled_learning_rate(float(recipe["learning_rate"]), method, args)
 
 
 def training_arguments(method: SSLMethod, **overrides: Any) -> PretrainingArguments:
