@@ -309,6 +309,31 @@ def test_a_timm_optimizer_that_cannot_be_built_is_refused_before_anything_runs(
     assert not (tmp_path / "run").exists()
 
 
+@pytest.mark.parametrize(
+    ("optimizer", "overrides", "betas", "eps", "card"),
+    [
+        # LAMB keeps its own eps (1e-6) and beta1; the changed beta2 (MAE's and AIM's 0.95) reaches it
+        ("lamb", {"adam_beta2": 0.95}, (0.9, 0.95), 1e-6, "betas=(0.9, 0.95)"),
+        # Lion has no eps; its beta2 stays its own 0.99, not TrainingArguments' 0.999
+        ("lion", {"adam_beta1": 0.8, "adam_epsilon": 1e-6}, (0.8, 0.99), None, "betas=(0.8, 0.99)"),
+        ("adamw", {"adam_epsilon": 1e-6, "timm_optimizer_kwargs": {"betas": (0.5, 0.6)}}, (0.5, 0.6), 1e-6,
+         "eps=1e-06,betas=(0.5, 0.6)"),  # the optimizer's own arguments win
+        ("larc", {"adam_beta2": 0.95}, None, 1e-8, None),  # no betas: ignored, as by the Trainer's SGD
+    ],
+)  # fmt: skip
+def test_the_adam_settings_a_run_changes_reach_a_timm_optimizer_of_the_adam_family(
+    optimizer: str, overrides: dict[str, Any], betas: tuple[float, float] | None, eps: float | None, card: str | None,
+    tmp_path: Path,
+) -> None:  # fmt: skip
+    method = ssl_hub.create_method("simclr", "test_resnet")
+    run = cpu_run(tmp_path, max_steps=1, timm_optimizer=optimizer, learning_rate=1e-3, weight_decay=0.1, **overrides)
+    images = ArrayImageDataset(random_images(8, 32))
+    result = ssl_hub.pretrain(method, images, run, image_size=32, knn=False, save=False)
+    defaults = result.trainer.optimizer.optimizer.defaults
+    assert (defaults.get("betas"), defaults.get("eps")) == (betas, eps)
+    assert result.training["optimizer_arguments"] == card
+
+
 def test_a_lars_without_weight_decay_trains_when_told_to_adapt_every_rate(tmp_path: Path) -> None:
     """The remedy the refusal above names: ``always_adapt`` makes LARS adapt the undecayed parameters too."""
     method = ssl_hub.create_method("simclr", "test_resnet")

@@ -2,9 +2,10 @@
 
 from __future__ import annotations
 
+import inspect
 import logging
 from collections.abc import Callable, Mapping, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, fields
 from pathlib import Path
 from typing import Any, cast
 
@@ -81,12 +82,42 @@ def _optimizer(method: SSLMethod, args: TrainingArguments) -> torch.optim.Optimi
         )
     try:  # weight decay: each group's own (none on biases and norms, which LARS then leaves unadapted, as BYOL does)
         optimizer = create_optimizer_v2(
-            groups, timm_optimizer, lr=args.learning_rate, weight_decay=args.weight_decay, **timm_optimizer_kwargs
+            groups,
+            timm_optimizer,
+            lr=args.learning_rate,
+            weight_decay=args.weight_decay,
+            **_timm_kwargs(args, timm_optimizer),
         )
     except TypeError as error:
         raise ValueError(f"The timm_optimizer_kwargs do not fit timm's {timm_optimizer!r}: {error}.") from None
     _check_lars_adapts(optimizer, timm_optimizer)
     return optimizer
+
+
+def _timm_kwargs(args: TrainingArguments, name: str) -> dict[str, Any]:
+    """The arguments of timm's optimizer ``name``: ``timm_optimizer_kwargs`` over the Adam settings of
+    ``TrainingArguments`` (``adam_beta1``, ``adam_beta2``, ``adam_epsilon``) that differ from their defaults, for an
+    optimizer of the Adam family (two betas: AdamW, LAMB, Lion, NAdamW...). An unchanged setting keeps timm's default
+    for that optimizer (Lion's beta2 0.99, LAMB's eps 1e-6); optimizers without betas (LARS, SGD) ignore them, as the
+    Trainer's SGD does."""
+    from timm.optim import get_optimizer_class, get_optimizer_info
+
+    kwargs = getattr(args, "timm_optimizer_kwargs", None) or {}
+    info = get_optimizer_info(name)
+    if not info.has_betas or info.num_betas != 2:
+        return dict(kwargs)
+    unchanged = {item.name: item.default for item in fields(TrainingArguments)}
+    timm_defaults = inspect.signature(get_optimizer_class(name, bind_defaults=False)).parameters
+    adam: dict[str, Any] = {}
+    if (args.adam_beta1, args.adam_beta2) != (unchanged["adam_beta1"], unchanged["adam_beta2"]):
+        beta1, beta2 = timm_defaults["betas"].default
+        adam["betas"] = (
+            args.adam_beta1 if args.adam_beta1 != unchanged["adam_beta1"] else beta1,
+            args.adam_beta2 if args.adam_beta2 != unchanged["adam_beta2"] else beta2,
+        )
+    if info.has_eps and args.adam_epsilon != unchanged["adam_epsilon"]:
+        adam["eps"] = args.adam_epsilon
+    return {**adam, **kwargs}
 
 
 def _check_lars_adapts(optimizer: torch.optim.Optimizer, name: str) -> None:
@@ -103,9 +134,8 @@ def _check_lars_adapts(optimizer: torch.optim.Optimizer, name: str) -> None:
 
 def _optimizer_arguments(args: TrainingArguments) -> str | None:
     """The optimizer's arguments for the training summary, as ``optim_args`` spells them."""
-    if getattr(args, "timm_optimizer", None):
-        kwargs = getattr(args, "timm_optimizer_kwargs", None) or {}
-        return ",".join(f"{key}={value}" for key, value in kwargs.items()) or None
+    if timm_optimizer := getattr(args, "timm_optimizer", None):
+        return ",".join(f"{key}={value}" for key, value in _timm_kwargs(args, timm_optimizer).items()) or None
     return args.optim_args
 
 
