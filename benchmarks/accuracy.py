@@ -125,9 +125,9 @@ def run_one(make_method: Any, name: str, seed: int, args: argparse.Namespace, da
         training_args["learning_rate"] = args.learning_rate
     if args.warmup_ratio is not None:
         training_args["warmup_steps"] = args.warmup_ratio
-    for name in ("optim", "timm_optimizer", "timm_optimizer_kwargs"):  # the recipe's optimizer unless one is given
-        if getattr(args, name) is not None:
-            training_args[name] = getattr(args, name)
+    for flag in ("optim", "timm_optimizer", "timm_optimizer_kwargs"):  # the recipe's optimizer unless one is given
+        if getattr(args, flag) is not None:
+            training_args[flag] = getattr(args, flag)
     start = time.perf_counter()
     result = ssl_hub.pretrain(method, data["pretrain"], training_args, image_size=IMAGE_SIZE,
                               transform_kwargs=args.transform_kwargs, save=False)  # fmt: skip

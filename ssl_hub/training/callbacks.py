@@ -153,8 +153,8 @@ class MethodMetricsCallback(ForwardOutputCallback):
         metrics = getattr(output, "metrics", None)
         if not module.training or not metrics:
             return
-        for name, value in metrics.items():
-            value = value.detach().float()
+        for name, tensor in metrics.items():
+            value = tensor.detach().float()
             self._sums[name] = self._sums[name] + value if name in self._sums else value
         self._count += 1
 
