@@ -106,17 +106,16 @@ def _timm_kwargs(args: TrainingArguments, name: str) -> dict[str, Any]:
     info = get_optimizer_info(name)
     if not info.has_betas or info.num_betas != 2:
         return dict(kwargs)
-    unchanged = {item.name: item.default for item in fields(TrainingArguments)}
-    timm_defaults = inspect.signature(get_optimizer_class(name, bind_defaults=False)).parameters
+    defaults = {item.name: item.default for item in fields(TrainingArguments)}
+    changed = {key: getattr(args, key) for key in ("adam_beta1", "adam_beta2", "adam_epsilon")
+               if getattr(args, key) != defaults[key]}  # fmt: skip
     adam: dict[str, Any] = {}
-    if (args.adam_beta1, args.adam_beta2) != (unchanged["adam_beta1"], unchanged["adam_beta2"]):
-        beta1, beta2 = timm_defaults["betas"].default
-        adam["betas"] = (
-            args.adam_beta1 if args.adam_beta1 != unchanged["adam_beta1"] else beta1,
-            args.adam_beta2 if args.adam_beta2 != unchanged["adam_beta2"] else beta2,
-        )
-    if info.has_eps and args.adam_epsilon != unchanged["adam_epsilon"]:
-        adam["eps"] = args.adam_epsilon
+    if "adam_beta1" in changed or "adam_beta2" in changed:
+        signature = inspect.signature(get_optimizer_class(name, bind_defaults=False))
+        beta1, beta2 = signature.parameters["betas"].default  # timm's, for the one left unchanged
+        adam["betas"] = (changed.get("adam_beta1", beta1), changed.get("adam_beta2", beta2))
+    if info.has_eps and "adam_epsilon" in changed:
+        adam["eps"] = changed["adam_epsilon"]
     return {**adam, **kwargs}
 
 
