@@ -158,6 +158,10 @@ def run_one(make_method: Any, name: str, seed: int, args: argparse.Namespace, da
         student = evaluate_backbone(method.backbone, data["eval"], DATA_CONFIG, knn=True, linear=True,
                                     linear_epochs=args.linear_epochs)  # fmt: skip
         row.update(student_knn=student["knn_top1"], student_linear=student["linear_top1"])
+    elif args.evaluate_teacher and hasattr(method, "teacher_backbone"):  # the student is published: its EMA teacher
+        teacher = evaluate_backbone(method.teacher_backbone, data["eval"], DATA_CONFIG, knn=True, linear=True,
+                                    linear_epochs=args.linear_epochs)  # fmt: skip
+        row.update(teacher_knn=teacher["knn_top1"], teacher_linear=teacher["linear_top1"])
     return row
 
 
@@ -168,7 +172,8 @@ def device_name() -> str:
 
 def markdown_table(rows: list[dict[str, Any]]) -> str:
     """One line per method (in order of first appearance, LightlySSL's right after ours): mean ± standard deviation
-    over its seeds. Methods that publish an EMA teacher also show their student's scores."""
+    over its seeds. Methods that publish an EMA teacher also show their student's scores, and rows run with
+    --evaluate-teacher the EMA teacher's of methods that publish their student."""
     by_method: dict[str, list[dict[str, Any]]] = {}
     for row in rows:
         group = by_method.setdefault(row["method"], [])
@@ -189,9 +194,11 @@ def markdown_table(rows: list[dict[str, Any]]) -> str:
 
     # the backbone before pretraining, for rows run with --evaluate-initial (a method may initialise it its own way)
     initial = any("initial_knn" in row for row in rows)
+    teacher = any("teacher_knn" in row for row in rows)
     lines = ["| method | seeds | kNN top-1 (%) | linear top-1 (%) | pretraining time | images/s | final loss | "
-             "student kNN / linear (%) |" + (" before pretraining kNN / linear (%) |" if initial else ""),
-             "|---|---|---|---|---|---|---|---|" + ("---|" if initial else "")]  # fmt: skip
+             "student kNN / linear (%) |" + (" EMA teacher kNN / linear (%) |" if teacher else "")
+             + (" before pretraining kNN / linear (%) |" if initial else ""),
+             "|---|---|---|---|---|---|---|---|" + "---|" * (teacher + initial)]  # fmt: skip
     order = list(by_method)
 
     def position(name: str) -> tuple[int, bool]:
@@ -204,6 +211,7 @@ def markdown_table(rows: list[dict[str, Any]]) -> str:
         lines.append(f"| {name} | {seeds} | {cell(group, 'knn')} | {cell(group, 'linear')} | "
                      f"{cell(group, 'seconds', ' s')} | {cell(group, 'images_per_second')} | "
                      f"{cell(group, 'final_loss')} | {pair(group, 'student')} |"
+                     + (f" {pair(group, 'teacher')} |" if teacher else "")
                      + (f" {pair(group, 'initial')} |" if initial else ""))  # fmt: skip
     return "\n".join(lines)
 
@@ -251,6 +259,8 @@ def main() -> None:
                         help="skip the raw-pixel and untrained-backbone rows (the same in every run)")  # fmt: skip
     parser.add_argument("--evaluate-initial", action="store_true",
                         help="also evaluate each method's published backbone before pretraining")  # fmt: skip
+    parser.add_argument("--evaluate-teacher", action="store_true",
+                        help="also evaluate the EMA teacher of methods that publish their student")  # fmt: skip
     parser.add_argument("--lightly", action="store_true", help="also train LightlySSL's version of each method")
     parser.add_argument("--lightly-only", action="store_true",
                         help="train only LightlySSL's version (to add its rows beside ours saved earlier)")  # fmt: skip
