@@ -62,11 +62,14 @@ def batches(steps: int, batch_size: int = 5, dim: int = 4, seed: int = 0) -> lis
     return result
 
 
+@pytest.mark.parametrize("batch_covariance_gradient", [False, True])
 @pytest.mark.parametrize(("beta", "rho"), [(0.9, 8.0), (0.9, 20.0), (0.5, 1.0), (0.0, 3.0), (1.0, 2.0)])
-def test_loss_and_covariance_match_the_paper_over_several_steps(beta: float, rho: float) -> None:
+def test_loss_and_covariance_match_the_paper_over_several_steps(
+    beta: float, rho: float, batch_covariance_gradient: bool
+) -> None:
     data = batches(4)
     expected_losses, expected_covariance = tico_reference(data, beta, rho)
-    criterion = TiCoLoss(beta=beta, rho=rho)
+    criterion = TiCoLoss(beta=beta, rho=rho, batch_covariance_gradient=batch_covariance_gradient)
     for step, (z_a, z_b) in enumerate(data):
         loss = criterion(z_a, z_b)
         assert loss.dtype == torch.float64
@@ -89,6 +92,27 @@ def test_covariance_is_a_constant_for_backpropagation() -> None:
     fixed = 1 - (a * b).sum(dim=1).mean() + 5.0 * torch.einsum("ni,ij,nj->n", a, covariance, a).mean()
     (expected,) = torch.autograd.grad(fixed, z_a2)
     torch.testing.assert_close(grad, expected)
+
+
+def test_batch_covariance_gradient_flows_through_the_current_batch_as_in_the_papers_algorithm() -> None:
+    (z_a, z_b), (z_a2, z_b2) = batches(2, seed=4)
+    beta, rho = 0.7, 5.0
+    criterion = TiCoLoss(beta=beta, rho=rho, batch_covariance_gradient=True)
+    criterion(z_a, z_b)
+    previous = criterion.C.clone()
+    z_a2.requires_grad_(True)
+    (grad,) = torch.autograd.grad(criterion(z_a2, z_b2), z_a2)
+    # Algorithm 1: C_t = beta C_{t-1} + (1 - beta) B with B = z^T z / N built from the differentiated embeddings.
+    a, b = torch.nn.functional.normalize(z_a2, dim=1), torch.nn.functional.normalize(z_b2, dim=1)
+    covariance = beta * previous + (1 - beta) * torch.einsum("ni,nj->ij", a, a) / a.shape[0]
+    loss = 1 - (a * b).sum(dim=1).mean() + rho * torch.einsum("ni,ij,nj->n", a, covariance, a).mean()
+    (expected,) = torch.autograd.grad(loss, z_a2)
+    torch.testing.assert_close(grad, expected)
+    constant = TiCoLoss(beta=beta, rho=rho)
+    constant.load_state_dict({"C": previous})  # the same C_{t-1}, the current batch detached
+    (detached,) = torch.autograd.grad(constant(z_a2, z_b2), z_a2)
+    assert not torch.allclose(grad, detached)  # the option changes the gradient (not just the docs)
+    assert not criterion.C.requires_grad  # the stored matrix never carries the graph into the next step
 
 
 def test_update_covariance_matrix_can_be_switched_off() -> None:

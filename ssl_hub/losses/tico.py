@@ -21,9 +21,11 @@ class TiCoLoss(nn.Module):
         C_t  = beta * C_{t-1} + (1 - beta) * z_a^T z_a / N
         loss = 1 - mean_i <z_a_i, z_b_i> + rho * mean_i z_a_i^T C_t z_a_i
 
-    ``C_t`` is a constant for backpropagation (the current batch enters it detached, as in LightlySSL) and starts
-    at zero. It lives in the buffer :attr:`C`, so ``state_dict``, Trainer checkpoints and the ``ssl/`` folder keep
-    it; its ``(D, D)`` shape is given by ``dim``, or else set by the first batch (or a loaded state). With
+    ``C_{t-1}`` is a constant for backpropagation and ``C_0`` is zero. The current batch's share of ``C_t`` is a
+    constant too by default, as in LightlySSL; with ``batch_covariance_gradient`` the gradient flows through it, as
+    in the paper's Algorithm 1 (which detaches ``C`` only after the step), so the current batch also repels itself.
+    ``C_t`` lives in the buffer :attr:`C`, so ``state_dict``, Trainer checkpoints and the ``ssl/`` folder keep it;
+    its ``(D, D)`` shape is given by ``dim``, or else set by the first batch (or a loaded state). With
     ``gather_distributed`` both batches are gathered from all ranks (with their gradient), so every rank computes
     the loss and ``C`` of the global batch and the covariance buffers stay identical across ranks.
 
@@ -34,6 +36,7 @@ class TiCoLoss(nn.Module):
         update_covariance_matrix: Store ``C_t`` after each forward; ``forward`` can override it per call.
         dim: Embedding width ``D``, to allocate ``C`` at construction (then DDP's buffer broadcast and checkpoints
             see it from the start); ``None`` allocates it at the first batch, as LightlySSL does.
+        batch_covariance_gradient: Backpropagate through the current batch's ``z_a^T z_a / N`` in ``C_t``.
     """
 
     C: torch.Tensor
@@ -45,6 +48,7 @@ class TiCoLoss(nn.Module):
         gather_distributed: bool = False,
         update_covariance_matrix: bool = True,
         dim: int | None = None,
+        batch_covariance_gradient: bool = False,
     ) -> None:
         super().__init__()
         check_probability("beta", beta, "TiCoLoss")
@@ -53,6 +57,7 @@ class TiCoLoss(nn.Module):
         self.rho = rho
         self.gather_distributed = gather_distributed
         self.update_covariance_matrix = update_covariance_matrix
+        self.batch_covariance_gradient = batch_covariance_gradient
         if dim is not None:
             check_positive_int("dim", dim, "TiCoLoss")
         self.register_buffer("C", torch.zeros(dim, dim) if dim is not None else torch.empty(0))
@@ -78,7 +83,9 @@ class TiCoLoss(nn.Module):
             self.C = torch.zeros(dim, dim, dtype=z_a.dtype, device=z_a.device)
         elif self.C.shape != (dim, dim):
             raise ValueError(f"TiCoLoss holds a {tuple(self.C.shape)} covariance matrix, got {dim}-dim embeddings.")
-        batch_covariance = (z_a.T @ z_a).detach() / z_a.shape[0]  # (D, D)
+        batch_covariance = z_a.T @ z_a / z_a.shape[0]  # (D, D)
+        if not self.batch_covariance_gradient:
+            batch_covariance = batch_covariance.detach()
         covariance = self.beta * self.C.to(z_a.dtype) + (1.0 - self.beta) * batch_covariance  # (D, D)
         invariance = 1.0 - (z_a * z_b).sum(dim=1).mean()
         contrast = ((z_a @ covariance) * z_a).sum(dim=1).mean()

@@ -54,6 +54,8 @@ class TiCoConfig(MethodConfig):
         projection_hidden_dim: Hidden width of the projector (4096).
         projection_output_dim: Embedding width the loss sees and size of the covariance matrix (256).
         gather_distributed: Loss and covariance over the global batch under multi-process training.
+        batch_covariance_gradient: Backpropagate through the current batch's share of the covariance matrix, as
+            the paper's Algorithm 1 does (False: a constant, as in LightlySSL).
     """
 
     beta: float = 0.9
@@ -63,6 +65,7 @@ class TiCoConfig(MethodConfig):
     projection_hidden_dim: int = 4096
     projection_output_dim: int = 256
     gather_distributed: bool = True
+    batch_covariance_gradient: bool = False
 
     def validate(self) -> None:
         check_probability("beta", self.beta, "TiCo")
@@ -97,7 +100,11 @@ class TiCo(SSLMethod):
         self.teacher_backbone = ema_copy(self.backbone)
         self.teacher_projection_head = ema_copy(self.projection_head)
         self.criterion = TiCoLoss(
-            beta=cfg.beta, rho=cfg.rho, gather_distributed=cfg.gather_distributed, dim=cfg.projection_output_dim
+            beta=cfg.beta,
+            rho=cfg.rho,
+            gather_distributed=cfg.gather_distributed,
+            dim=cfg.projection_output_dim,
+            batch_covariance_gradient=cfg.batch_covariance_gradient,
         )
 
     def callbacks(self) -> list[TrainerCallback]:
