@@ -94,7 +94,7 @@ def test_covariance_is_a_constant_for_backpropagation() -> None:
     torch.testing.assert_close(grad, expected)
 
 
-def test_batch_covariance_gradient_flows_through_the_current_batch_as_in_the_papers_algorithm() -> None:
+def test_batch_covariance_gradient_flows_through_the_current_batch() -> None:
     (z_a, z_b), (z_a2, z_b2) = batches(2, seed=4)
     beta, rho = 0.7, 5.0
     criterion = TiCoLoss(beta=beta, rho=rho, batch_covariance_gradient=True)
@@ -102,7 +102,7 @@ def test_batch_covariance_gradient_flows_through_the_current_batch_as_in_the_pap
     previous = criterion.C.clone()
     z_a2.requires_grad_(True)
     (grad,) = torch.autograd.grad(criterion(z_a2, z_b2), z_a2)
-    # Algorithm 1: C_t = beta C_{t-1} + (1 - beta) B with B = z^T z / N built from the differentiated embeddings.
+    # C_t = beta C_{t-1} + (1 - beta) B with B = z^T z / N built from the differentiated embeddings.
     a, b = torch.nn.functional.normalize(z_a2, dim=1), torch.nn.functional.normalize(z_b2, dim=1)
     covariance = beta * previous + (1 - beta) * torch.einsum("ni,nj->ij", a, a) / a.shape[0]
     loss = 1 - (a * b).sum(dim=1).mean() + rho * torch.einsum("ni,ij,nj->n", a, covariance, a).mean()

@@ -23,7 +23,8 @@ class TiCoLoss(nn.Module):
 
     ``C_{t-1}`` is a constant for backpropagation and ``C_0`` is zero. The current batch's share of ``C_t`` is a
     constant too by default, as in LightlySSL; with ``batch_covariance_gradient`` the gradient flows through it, as
-    in the paper's Algorithm 1 (which detaches ``C`` only after the step), so the current batch also repels itself.
+    in the unofficial code LightlySSL's loss credits (sayannag/TiCo-pytorch, which detaches ``C`` only between
+    steps; eq. 5 leaves it open), so the current batch repels itself twice as hard.
     ``C_t`` lives in the buffer :attr:`C`, so ``state_dict``, Trainer checkpoints and the ``ssl/`` folder keep it;
     its ``(D, D)`` shape is given by ``dim``, or else set by the first batch (or a loaded state). With
     ``gather_distributed`` both batches are gathered from all ranks (with their gradient), so every rank computes

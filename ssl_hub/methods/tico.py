@@ -55,7 +55,8 @@ class TiCoConfig(MethodConfig):
         projection_output_dim: Embedding width the loss sees and size of the covariance matrix (256).
         gather_distributed: Loss and covariance over the global batch under multi-process training.
         batch_covariance_gradient: Backpropagate through the current batch's share of the covariance matrix, as
-            the paper's Algorithm 1 does (False: a constant, as in LightlySSL).
+            sayannag/TiCo-pytorch does (False: a constant, as in LightlySSL; at 936 steps on Fashion-MNIST True
+            scored 74.61 % kNN against 75.44 %, benchmarks/RESULTS.md).
     """
 
     beta: float = 0.9
