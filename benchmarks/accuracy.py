@@ -154,14 +154,18 @@ def run_one(make_method: Any, name: str, seed: int, args: argparse.Namespace, da
         row["final_metrics"] = result.training["final_metrics"]
     if initial:
         row.update(initial_knn=initial["knn_top1"], initial_linear=initial["linear_top1"])
-    if published is not method.backbone:  # an EMA teacher is published: the student too, to see what it learnt
-        student = evaluate_backbone(method.backbone, data["eval"], DATA_CONFIG, knn=True, linear=True,
-                                    linear_epochs=args.linear_epochs)  # fmt: skip
-        row.update(student_knn=student["knn_top1"], student_linear=student["linear_top1"])
-    elif args.evaluate_teacher and hasattr(method, "teacher_backbone"):  # the student is published: its EMA teacher
-        teacher = evaluate_backbone(method.teacher_backbone, data["eval"], DATA_CONFIG, knn=True, linear=True,
-                                    linear_epochs=args.linear_epochs)  # fmt: skip
-        row.update(teacher_knn=teacher["knn_top1"], teacher_linear=teacher["linear_top1"])
+    # the other encoder of a method with an EMA teacher: the student where the teacher is published (always, to see
+    # what it learnt), the teacher where the student is (with --evaluate-teacher)
+    other: tuple[str, torch.nn.Module] | None = None
+    if published is not method.backbone:
+        other = ("student", method.backbone)
+    elif args.evaluate_teacher and hasattr(method, "teacher_backbone"):
+        other = ("teacher", method.teacher_backbone)
+    if other is not None:
+        prefix, encoder = other
+        scores = evaluate_backbone(encoder, data["eval"], DATA_CONFIG, knn=True, linear=True,
+                                   linear_epochs=args.linear_epochs)  # fmt: skip
+        row.update({f"{prefix}_knn": scores["knn_top1"], f"{prefix}_linear": scores["linear_top1"]})
     return row
 
 
@@ -192,13 +196,13 @@ def markdown_table(rows: list[dict[str, Any]]) -> str:
             return ""
         return f"{cell(group, f'{prefix}_knn')} / {cell(group, f'{prefix}_linear')}"
 
-    # the backbone before pretraining, for rows run with --evaluate-initial (a method may initialise it its own way)
-    initial = any("initial_knn" in row for row in rows)
-    teacher = any("teacher_knn" in row for row in rows)
+    # columns shown only when some row has them: the EMA teacher of a method publishing its student (rows run with
+    # --evaluate-teacher), the backbone before pretraining (--evaluate-initial; a method may initialise it its own way)
+    optional = [(prefix, header) for prefix, header in (("teacher", "EMA teacher"), ("initial", "before pretraining"))
+                if any(f"{prefix}_knn" in row for row in rows)]  # fmt: skip
     lines = ["| method | seeds | kNN top-1 (%) | linear top-1 (%) | pretraining time | images/s | final loss | "
-             "student kNN / linear (%) |" + (" EMA teacher kNN / linear (%) |" if teacher else "")
-             + (" before pretraining kNN / linear (%) |" if initial else ""),
-             "|---|---|---|---|---|---|---|---|" + "---|" * (teacher + initial)]  # fmt: skip
+             "student kNN / linear (%) |" + "".join(f" {header} kNN / linear (%) |" for _, header in optional),
+             "|---|---|---|---|---|---|---|---|" + "---|" * len(optional)]  # fmt: skip
     order = list(by_method)
 
     def position(name: str) -> tuple[int, bool]:
@@ -211,8 +215,7 @@ def markdown_table(rows: list[dict[str, Any]]) -> str:
         lines.append(f"| {name} | {seeds} | {cell(group, 'knn')} | {cell(group, 'linear')} | "
                      f"{cell(group, 'seconds', ' s')} | {cell(group, 'images_per_second')} | "
                      f"{cell(group, 'final_loss')} | {pair(group, 'student')} |"
-                     + (f" {pair(group, 'teacher')} |" if teacher else "")
-                     + (f" {pair(group, 'initial')} |" if initial else ""))  # fmt: skip
+                     + "".join(f" {pair(group, prefix)} |" for prefix, _ in optional))  # fmt: skip
     return "\n".join(lines)
 
 
