@@ -112,3 +112,25 @@ def test_method_defaults_and_loss() -> None:
         z1 = method.projection_head(method.backbone(views[1])).double()
         loss = method(views=views).loss
     assert loss.item() == pytest.approx(dcl_reference(z0, z1, 0.1), rel=1e-4)
+
+
+@pytest.mark.parametrize("name", ["simclr", "dcl", "dclw"])
+def test_views_in_one_pass_chooses_whose_batch_norm_statistics_each_view_sees(name: str) -> None:
+    torch.manual_seed(0)
+    together = ssl_hub.create_method(name, backbone="test_resnet")
+    apart = ssl_hub.create_method(name, backbone="test_resnet", views_in_one_pass=False)
+    apart.load_state_dict(together.state_dict())
+    views = [torch.randn(4, 3, 32, 32), 2.0 * torch.randn(4, 3, 32, 32) + 1.0]  # views with different statistics
+
+    def embed(images: torch.Tensor) -> torch.Tensor:
+        return together.projection_head(together.backbone(images))
+
+    with torch.no_grad():  # train mode: batch-norm statistics of the batch each forward sees
+        one_pass = together.criterion(*embed(torch.cat(views)).chunk(2))
+        per_view = together.criterion(embed(views[0]), embed(views[1]))
+        assert together(views=views).loss.item() == pytest.approx(one_pass.item(), rel=1e-5)
+        assert apart(views=views).loss.item() == pytest.approx(per_view.item(), rel=1e-5)
+        assert abs(one_pass.item() - per_view.item()) > 1e-3
+        apart.load_state_dict(together.state_dict())  # the same running statistics, which the two passes use
+        together.eval(), apart.eval()  # in evaluation mode: then they agree
+        assert apart(views=views).loss.item() == pytest.approx(together(views=views).loss.item(), rel=1e-5)

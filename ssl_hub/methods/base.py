@@ -5,7 +5,7 @@ from __future__ import annotations
 import dataclasses
 import json
 import logging
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, ClassVar, Literal, TypeVar
@@ -233,6 +233,15 @@ class SSLMethod(nn.Module):
             raise ValueError(
                 f"{type(self).__name__} takes views of one shape (B, C, H, W), got {[tuple(v.shape) for v in views]}."
             )
+
+    def encode_views(
+        self, views: Sequence[torch.Tensor], encoder: Callable[[torch.Tensor], torch.Tensor], one_pass: bool
+    ) -> tuple[torch.Tensor, ...]:
+        """``encoder``'s output for each view of one shape: from one pass over the ``(V * B, C, H, W)`` concatenation
+        (batch-norm statistics span every view), or from one pass per view (each view's own statistics)."""
+        if one_pass:
+            return encoder(torch.cat(list(views))).chunk(len(views))  # V x (B, ...)
+        return tuple(encoder(view) for view in views)
 
     def fit_input_size(self, image_size: int) -> None:
         """Adapt every timm model inside (the backbone and any teacher copy) to ``image_size`` when it needs a fixed

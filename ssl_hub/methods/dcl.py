@@ -46,6 +46,8 @@ class DCLConfig(MethodConfig):
         projection_output_dim: Embedding width the loss sees (SimCLR's 128).
         projection_num_layers: Linear layers in the head (2, SimCLR's).
         gather_distributed: Use all ranks' embeddings as negatives under multi-process training.
+        views_in_one_pass: Encode both views as one batch of 2B images, as SimCLR's implementation (batch-norm
+            statistics span both views); ``False`` encodes each view on its own, as LightlySSL's examples do.
     """
 
     temperature: float = 0.1
@@ -53,6 +55,7 @@ class DCLConfig(MethodConfig):
     projection_output_dim: int = 128
     projection_num_layers: int = 2
     gather_distributed: bool = True
+    views_in_one_pass: bool = True
 
     def validate(self) -> None:
         owner = type(self).__name__.removesuffix("Config")
@@ -91,7 +94,9 @@ class DCL(SSLMethod):
 
     def forward(self, views: Sequence[torch.Tensor]) -> SSLMethodOutput:
         self.check_views(views, count=2)
-        # Both views in one pass, as SimCLR (whose implementation DCL builds on).
-        embeddings = self.projection_head(self.backbone(torch.cat(list(views))))  # (2B, D_out)
-        z0, z1 = embeddings.chunk(2)
+
+        def embed(images: torch.Tensor) -> torch.Tensor:
+            return self.projection_head(self.backbone(images))  # (N, D_out)
+
+        z0, z1 = self.encode_views(views, embed, self.config.views_in_one_pass)  # (B, D_out) each
         return SSLMethodOutput(loss=self.criterion(z0, z1))

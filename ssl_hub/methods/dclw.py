@@ -27,6 +27,8 @@ class DCLWConfig(DCLConfig):
         projection_output_dim: Embedding width the loss sees (SimCLR's 128).
         projection_num_layers: Linear layers in the head (2, SimCLR's).
         gather_distributed: Use all ranks' embeddings as negatives (and for the weights) under multi-process training.
+        views_in_one_pass: Encode both views as one batch of 2B images, as SimCLR's implementation (batch-norm
+            statistics span both views); ``False`` encodes each view on its own, as LightlySSL's examples do.
         sigma: Scale of the von Mises-Fisher weighting (0.5, the paper's).
     """
 

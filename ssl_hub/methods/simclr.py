@@ -47,6 +47,8 @@ class SimCLRConfig(MethodConfig):
         projection_num_layers: Linear layers in the head (2 in SimCLR, 3 in SimCLR v2).
         memory_bank_size: Negatives kept from earlier batches (0: in-batch negatives only, as in the paper).
         gather_distributed: Use all ranks' embeddings as negatives under multi-process training.
+        views_in_one_pass: Encode both views as one batch of 2B images, as SimCLR's implementation (batch-norm
+            statistics span both views); ``False`` encodes each view on its own, as LightlySSL's examples do.
     """
 
     temperature: float = 0.5
@@ -55,6 +57,7 @@ class SimCLRConfig(MethodConfig):
     projection_num_layers: int = 2
     memory_bank_size: int = 0
     gather_distributed: bool = True
+    views_in_one_pass: bool = True
 
     def validate(self) -> None:
         check_positive("temperature", self.temperature, "SimCLR")
@@ -90,7 +93,9 @@ class SimCLR(SSLMethod):
 
     def forward(self, views: Sequence[torch.Tensor]) -> SSLMethodOutput:
         self.check_views(views, count=2)
-        # Both views in one pass, as in the paper's implementation: BN statistics span the 2B images.
-        embeddings = self.projection_head(self.backbone(torch.cat(list(views))))  # (2B, D_out)
-        z0, z1 = embeddings.chunk(2)
+
+        def embed(images: torch.Tensor) -> torch.Tensor:
+            return self.projection_head(self.backbone(images))  # (N, D_out)
+
+        z0, z1 = self.encode_views(views, embed, self.config.views_in_one_pass)  # (B, D_out) each
         return SSLMethodOutput(loss=self.criterion(z0, z1))
