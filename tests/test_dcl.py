@@ -117,7 +117,7 @@ def test_method_defaults_and_loss() -> None:
 @pytest.mark.parametrize("name", ["simclr", "dcl", "dclw"])
 def test_views_in_one_pass_chooses_whose_batch_norm_statistics_each_view_sees(name: str) -> None:
     torch.manual_seed(0)
-    together = ssl_hub.create_method(name, backbone="test_resnet")
+    together = ssl_hub.create_method(name, backbone="test_resnet", views_in_one_pass=True)
     apart = ssl_hub.create_method(name, backbone="test_resnet", views_in_one_pass=False)
     apart.load_state_dict(together.state_dict())
     views = [torch.randn(4, 3, 32, 32), 2.0 * torch.randn(4, 3, 32, 32) + 1.0]  # views with different statistics
