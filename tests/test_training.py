@@ -227,6 +227,26 @@ def test_transform_kwargs_beside_a_transform_are_refused_before_anything_runs(tm
     assert not (tmp_path / "run").exists()
 
 
+class ViewsWithoutRepr:
+    """A user's transform whose class defines no ``__repr__``: Python's default names a memory address."""
+
+    def __init__(self, views: Any) -> None:
+        self.views = views
+
+    def __call__(self, image: Any) -> Any:
+        return self.views(image)
+
+
+def test_the_record_names_a_transform_without_a_repr_by_its_class_not_its_address(tmp_path: Path) -> None:
+    method = ssl_hub.create_method("simclr", "test_resnet")
+    transform = ViewsWithoutRepr(method.make_transform(input_size=32))
+    assert " at 0x" in repr(transform)
+    result = ssl_hub.pretrain(
+        method, ArrayImageDataset(random_images(8, 32)), cpu_run(tmp_path, max_steps=1), transform=transform, save=False
+    )
+    assert result.training["augmentation"] == f"{ViewsWithoutRepr.__module__}.ViewsWithoutRepr"
+
+
 class GradientsBeforeTheStep(TrainerCallback):
     """The named parameters and their gradients just before the (first) optimizer step."""
 

@@ -138,6 +138,17 @@ def _optimizer_arguments(args: TrainingArguments) -> str | None:
     return args.optim_args
 
 
+def _describe_transform(transform: Callable[[Any], Sequence[Any]]) -> str:
+    """The augmentation as the card records it: the transform's repr (torchvision's lists every step), or, where that
+    is Python's default ``<... at 0x...>``, the qualified name of the function or class, as an address means nothing
+    once the run is over and would differ between two identical runs."""
+    text = repr(transform)
+    if " at 0x" not in text:
+        return text
+    named = transform if hasattr(transform, "__qualname__") else type(transform)
+    return f"{named.__module__}.{named.__qualname__}"
+
+
 def _check_one_full_batch(num_images: int, args: TrainingArguments) -> None:
     """Refuse data that fills no batch: with ``dataloader_drop_last`` (the default here) the Trainer would get no
     batch at all and fail with a message about ``max_steps``."""
@@ -288,7 +299,7 @@ def pretrain(
         "loss_history": monitor.curve(),
         "final_metrics": method_metrics.last,
         "runtime_seconds": round(float(output.metrics.get("train_runtime", 0.0)), 1),
-        "augmentation": repr(transform),
+        "augmentation": _describe_transform(transform),
     }
     for callback in method_callbacks:  # a published EMA teacher: what is left of its initialisation (the card says)
         if isinstance(callback, EMAUpdateCallback) and callback.teaches(published):
