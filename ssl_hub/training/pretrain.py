@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import inspect
 import logging
+import re
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field, fields
 from pathlib import Path
@@ -138,15 +139,14 @@ def _optimizer_arguments(args: TrainingArguments) -> str | None:
     return args.optim_args
 
 
+_MEMORY_ADDRESS = re.compile(r" at 0x[0-9a-fA-F]+")
+
+
 def _describe_transform(transform: Callable[[Any], Sequence[Any]]) -> str:
-    """The augmentation as the card records it: the transform's repr (torchvision's lists every step), or, where that
-    is Python's default ``<... at 0x...>``, the qualified name of the function or class, as an address means nothing
-    once the run is over and would differ between two identical runs."""
-    text = repr(transform)
-    if " at 0x" not in text:
-        return text
-    named = transform if hasattr(transform, "__qualname__") else type(transform)
-    return f"{named.__module__}.{named.__qualname__}"
+    """The augmentation as the card records it: the transform's repr (torchvision's lists every step) without the
+    memory addresses of Python's default reprs (``<MyViews object at 0x...>``, a lambda inside a pipeline), which mean
+    nothing once the run is over and would make two identical runs' cards differ."""
+    return _MEMORY_ADDRESS.sub("", repr(transform))
 
 
 def _check_one_full_batch(num_images: int, args: TrainingArguments) -> None:
