@@ -25,8 +25,8 @@ centering only (LightlySSL has no Sinkhorn-Knopp teacher normalisation).
 # What differs on purpose (LightlySSL's way, as its examples do it):
 # - Forward passes: every view goes through the backbone on its own (batch-norm statistics of one view), as in the
 #   examples. Ours: SimCLR and DCL pass both views as one batch by default (``views_in_one_pass=False`` does as the
-#   examples, and is DCLW's default); DINO / SwaV / SMoG batch crops by size. MSN, iBOT and DINOv2 batch views by
-#   size as their examples do (and as ours).
+#   examples, and is DCLW's default); DINO / SwaV / SMoG batch crops by size by default (``views_in_one_pass=False``
+#   does as the examples). MSN, iBOT and DINOv2 batch views by size as their examples do (and as ours).
 # - EMA teachers: ``copy.deepcopy`` + ``deactivate_requires_grad``; ``update_momentum`` runs at the *start* of each
 #   optimizer step (``on_step_begin``) with ``cosine_schedule(global_step, max_steps, start, end)``, as in the
 #   examples / LightlySSL's benchmarks. Ours updates at the end of each step with that step's momentum: each forward

@@ -118,12 +118,55 @@ def test_views_of_different_sizes_are_batched_per_size_and_embedded_per_size() -
     assert [tuple(v.shape) for v in views] == [(4, 3, 32, 32)] * 2 + [(4, 3, 16, 16)] * 3
     backbone = timm.create_model("test_resnet", num_classes=0).eval()
     batches: list[int] = []
-    backbone.register_forward_hook(lambda module, args, out: batches.append(args[0].shape[0]))
+    backbone.register_forward_hook(lambda module, args, out, batches=batches: batches.append(args[0].shape[0]))
     with torch.no_grad():
         outputs = multi_crop_forward(backbone, views)
         assert batches == [8, 12]  # one pass per size
         for view, out in zip(views, outputs, strict=True):
             torch.testing.assert_close(out, backbone(view), rtol=1e-5, atol=1e-6)
+
+
+def test_views_apart_are_embedded_one_by_one_with_their_own_batch_norm_statistics() -> None:
+    torch.manual_seed(0)
+    views = [torch.randn(4, 3, 32, 32), 2.0 * torch.randn(4, 3, 32, 32) + 1.0, torch.randn(4, 3, 16, 16)]
+    backbone = timm.create_model("test_resnet", num_classes=0)  # train mode: statistics of each pass's batch
+    batches: list[int] = []
+    backbone.register_forward_hook(lambda module, args, out, batches=batches: batches.append(args[0].shape[0]))
+    with torch.no_grad():
+        together = multi_crop_forward(backbone, views)
+        apart = multi_crop_forward(backbone, views, one_pass_per_size=False)
+        assert batches == [8, 4, 4, 4, 4]  # one pass per size, then one per view
+        for view, out in zip(views, apart, strict=True):
+            torch.testing.assert_close(out, backbone(view))
+        assert not torch.allclose(together[0], apart[0], atol=1e-3)  # the first view saw the second's statistics
+
+
+def loss_and_backbone_batches(
+    base: ssl_hub.SSLMethod, views: list[torch.Tensor], one_pass: bool, training: bool
+) -> tuple[float, list[int]]:
+    """The loss of a copy of ``base`` built with ``views_in_one_pass=one_pass``, and the batch of each backbone pass."""
+    method = ssl_hub.create_method(base.name, backbone="test_resnet", views_in_one_pass=one_pass)
+    method.load_state_dict(base.state_dict())  # the same weights, running statistics, centers, groups
+    batches: list[int] = []
+    method.backbone.register_forward_hook(lambda module, args, out: batches.append(args[0].shape[0]))
+    with torch.no_grad():
+        return method.train(training)(views=views).loss.item(), batches
+
+
+@pytest.mark.parametrize("name", ["swav", "dino", "smog"])
+def test_views_in_one_pass_chooses_how_multi_crop_methods_batch_their_crops(name: str) -> None:
+    torch.manual_seed(0)
+    base = ssl_hub.create_method(name, backbone="test_resnet")
+    assert base.config.views_in_one_pass  # the official code's batching by crop size is the default
+    views = [torch.randn(4, 3, 32, 32), 2.0 * torch.randn(4, 3, 32, 32) + 1.0] + [torch.randn(4, 3, 16, 16)] * 2
+    losses = {}
+    for one_pass in (True, False):
+        for training in (True, False):
+            losses[one_pass, training], batches = loss_and_backbone_batches(base, views, one_pass, training)
+            assert batches == ([8, 8] if one_pass else [4] * 4)  # the student's passes
+    # In training each pass normalises with its own batch's statistics; in evaluation with the running ones.
+    assert abs(losses[True, True] - losses[False, True]) > 1e-4
+    assert losses[True, False] == pytest.approx(losses[False, False], rel=1e-5)
 
 
 def test_dynamic_size_backbone_keeps_models_that_take_any_size() -> None:

@@ -76,6 +76,8 @@ class DINOConfig(MethodConfig):
         momentum_end: Teacher EMA momentum at the last step.
         weight_decay_start: Weight decay at the first step; it follows a cosine to ``weight_decay_end``.
         weight_decay_end: Weight decay at the last step.
+        views_in_one_pass: Encode the crops of each size as one batch (batch-norm statistics span them, as the
+            official code); ``False`` encodes each crop on its own, as LightlySSL's examples do.
     """
 
     projection_hidden_dim: int = 2048
@@ -93,6 +95,7 @@ class DINOConfig(MethodConfig):
     momentum_end: float = 1.0
     weight_decay_start: float = 0.04
     weight_decay_end: float = 0.4
+    views_in_one_pass: bool = True
 
     def validate(self) -> None:
         for name in ("projection_hidden_dim", "bottleneck_dim", "output_dim"):
@@ -149,12 +152,12 @@ class DINOTeacherTemperatureCallback(TrainerCallback):
 class DINO(SSLMethod):
     """DINO around any timm backbone; see :class:`DINOConfig` for the hyperparameters.
 
-    ``views`` are 2 global crops of one size followed by any number of local crops (:class:`DINOTransform`); each
-    size group goes through the backbone as one batch. The teacher (``teacher_backbone`` + ``teacher_head``, an EMA
-    copy of the student without its dropout and stochastic depth) sees the global crops only, the student all
-    crops. Timm ViTs built for one size are rebuilt with ``dynamic_img_size=True`` so that they take the smaller
-    local crops, and :meth:`make_transform` rounds the local crops to a multiple of the backbone's stride (the
-    paper's 96 px at 224 px).
+    ``views`` are 2 global crops of one size followed by any number of local crops (:class:`DINOTransform`); each size
+    group goes through the backbone as one batch (each crop alone with ``views_in_one_pass=False``). The teacher
+    (``teacher_backbone`` + ``teacher_head``, an EMA copy of the student without its dropout and stochastic depth) sees
+    the global crops only, the student all crops. Timm ViTs built for one size are rebuilt with
+    ``dynamic_img_size=True`` so that they take the smaller local crops, and :meth:`make_transform` rounds the local
+    crops to a multiple of the backbone's stride (the paper's 96 px at 224 px).
 
     The step-dependent parts are :meth:`callbacks`: the teacher temperature warm-up, the teacher's momentum (cosine
     from 0.996 to 1), the weight decay (cosine from 0.04 to 0.4, on the parameter groups the Trainer decays: biases
@@ -205,9 +208,10 @@ class DINO(SSLMethod):
     def forward(self, views: Sequence[torch.Tensor]) -> SSLMethodOutput:
         check_multi_crop_views(views, type(self).__name__)
         check_input_sizes(self.backbone, views, type(self).__name__)
+        one_pass = self.config.views_in_one_pass
         with torch.no_grad():
-            teacher_out = multi_crop_forward(lambda x: self.teacher_head(self.teacher_backbone(x)), views[:2])
-        student_out = multi_crop_forward(lambda x: self.projection_head(self.backbone(x)), views)  # (B, K) each
+            teacher_out = multi_crop_forward(lambda x: self.teacher_head(self.teacher_backbone(x)), views[:2], one_pass)
+        student_out = multi_crop_forward(lambda x: self.projection_head(self.backbone(x)), views, one_pass)  # (B, K)
         loss = self.criterion(teacher_out, student_out, teacher_temp=self.teacher_temperature)
         return SSLMethodOutput(loss=loss)
 

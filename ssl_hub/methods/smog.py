@@ -82,6 +82,8 @@ class SMoGConfig(MethodConfig):
         memory_bank_size: Momentum-encoder features kept for the k-means reset (LightlySSL's example: 300 steps
             at batch 256).
         kmeans_iterations: Lloyd iterations of the (spherical) k-means of a reset.
+        views_in_one_pass: Encode the crops of each size as one batch (batch-norm statistics span them, as the
+            official code); ``False`` encodes each crop on its own, as LightlySSL's examples do.
     """
 
     projection_hidden_dim: int = 2048
@@ -95,6 +97,7 @@ class SMoGConfig(MethodConfig):
     group_reset_interval: int = 300
     memory_bank_size: int = 76800
     kmeans_iterations: int = 10
+    views_in_one_pass: bool = True
 
     def validate(self) -> None:
         for name in ("projection_hidden_dim", "projection_output_dim", "prediction_hidden_dim", "n_groups"):
@@ -150,7 +153,7 @@ class SMoG(SSLMethod):
 
     ``views`` are 2 global crops of one size followed by any number of other crops (:class:`SMoGTransform`; a
     transform with more large crops predicts the extra ones like the small crops). Each size group goes through the
-    backbone as one batch. Per training step:
+    backbone as one batch (each crop alone with ``views_in_one_pass=False``). Per training step:
 
     1. the momentum encoder (``teacher_backbone`` + ``teacher_projection_head``, an EMA copy of the online backbone and
        projector) embeds the 2 global crops; each L2-normalised embedding is assigned to its most cosine-similar
@@ -205,13 +208,15 @@ class SMoG(SSLMethod):
     def forward(self, views: Sequence[torch.Tensor]) -> SSLMethodOutput:
         check_multi_crop_views(views, type(self).__name__)
         check_input_sizes(self.backbone, views, type(self).__name__)
+        one_pass = self.config.views_in_one_pass
         predictions = multi_crop_forward(
-            lambda x: self.prediction_head(self.projection_head(self.backbone(x))), views
+            lambda x: self.prediction_head(self.projection_head(self.backbone(x))), views, one_pass
         )  # (B, D) each
         with torch.no_grad():
             targets = multi_crop_forward(
                 lambda x: F.normalize(self.teacher_projection_head(self.teacher_backbone(x)), dim=1),
                 views[:N_GLOBAL_CROPS],
+                one_pass,
             )  # (B, D) each, unit norm
             assignments = [self.prototypes.assign_groups(t) for t in targets]  # (B,) each, before the update
             if self.training:

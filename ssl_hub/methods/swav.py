@@ -76,6 +76,8 @@ class SwaVConfig(MethodConfig):
             (3840 at batch 256 in the paper; 0: no queue, the official default). One queue holds the embeddings of
             all processes, like the official per-process queues together.
         queue_start_epoch: Epoch from which the queue is filled (15 in the official code); it is used once full.
+        views_in_one_pass: Encode the crops of each size as one batch (batch-norm statistics span them, as the
+            official code); ``False`` encodes each crop on its own, as LightlySSL's examples do.
     """
 
     projection_hidden_dim: int = 2048
@@ -88,6 +90,7 @@ class SwaVConfig(MethodConfig):
     sinkhorn_gather_distributed: bool = True
     queue_length: int = 0
     queue_start_epoch: float = 15.0
+    views_in_one_pass: bool = True
 
     def validate(self) -> None:
         for name in ("projection_hidden_dim", "projection_output_dim", "n_prototypes"):
@@ -122,12 +125,13 @@ class SwaVQueueCallback(TrainerCallback):
 class SwaV(SSLMethod):
     """SwaV around any timm backbone; see :class:`SwaVConfig` for the hyperparameters.
 
-    ``views`` are 2 global crops of one size followed by any number of smaller crops (:class:`SwaVTransform`); each
-    size group goes through the backbone as one batch. Embeddings are L2-normalised projections; the prototypes are
-    normalised before every training forward pass (as the official code does before each iteration) and frozen for
-    the first ``n_steps_frozen_prototypes`` optimizer steps. The codes of the global crops are computed by
-    Sinkhorn-Knopp over the global batch, and, with a queue, over the queued embeddings of earlier batches too.
-    Timm ViTs built for one size are rebuilt with ``dynamic_img_size=True`` so that they take the smaller crops.
+    ``views`` are 2 global crops of one size followed by any number of smaller crops (:class:`SwaVTransform`); each size
+    group goes through the backbone as one batch (each crop alone with ``views_in_one_pass=False``). Embeddings are
+    L2-normalised projections; the prototypes are normalised before every training forward pass (as the official code
+    does before each iteration) and frozen for the first ``n_steps_frozen_prototypes`` optimizer steps. The codes of the
+    global crops are computed by Sinkhorn-Knopp over the global batch, and, with a queue, over the queued embeddings of
+    earlier batches too. Timm ViTs built for one size are rebuilt with ``dynamic_img_size=True`` so that they take the
+    smaller crops.
 
     The published backbone is the trained ``backbone``; the heads, prototypes and queues live in ``ssl/``.
     """
@@ -171,7 +175,7 @@ class SwaV(SSLMethod):
         if self.training:
             self.prototypes.normalize()
         embeddings = multi_crop_forward(
-            lambda x: F.normalize(self.projection_head(self.backbone(x)), dim=1), views
+            lambda x: F.normalize(self.projection_head(self.backbone(x)), dim=1), views, self.config.views_in_one_pass
         )  # (B, D) each, unit norm
         scores = [self.prototypes(z) for z in embeddings]  # (B, K) each
         queue_scores = self._queue_scores(embeddings[:N_GLOBAL_CROPS]) if self.training and self.use_queue else None

@@ -40,20 +40,24 @@ def check_multi_crop_views(views: Sequence[torch.Tensor], owner: str) -> None:
 
 
 def multi_crop_forward(
-    network: Callable[[torch.Tensor], torch.Tensor], views: Sequence[torch.Tensor]
+    network: Callable[[torch.Tensor], torch.Tensor], views: Sequence[torch.Tensor], one_pass_per_size: bool = True
 ) -> list[torch.Tensor]:
-    """``network`` applied to every view, one forward pass per view size.
+    """``network`` applied to every view, one forward pass per view size (or per view).
 
     Views of one size are concatenated and embedded together (batch-norm statistics span them, as in the official
-    SwAV / DINO code); the outputs come back split per view, in the order of ``views``.
+    SwAV / DINO code); the outputs come back split per view, in the order of ``views``. With ``one_pass_per_size``
+    false every view is embedded on its own (batch-norm statistics of one view), as LightlySSL's examples do.
 
     Args:
         network: Maps a ``(N, C, H, W)`` batch to ``(N, ...)`` outputs (backbone, then heads).
         views: ``(B, C, H_i, W_i)`` batches.
+        one_pass_per_size: One pass over the views of each size; false: one pass per view.
 
     Returns:
         One ``(B, ...)`` output per view.
     """
+    if not one_pass_per_size:
+        return [network(view) for view in views]
     groups: dict[tuple[int, ...], list[int]] = {}
     for index, view in enumerate(views):
         groups.setdefault(tuple(view.shape), []).append(index)
