@@ -59,7 +59,8 @@ centering only (LightlySSL has no Sinkhorn-Knopp teacher normalisation).
 #   0.04 -> 0.4 with LightlySSL's ``cosine_schedule`` (as its ViT-B/16 benchmark). The teacher keeps the backbone's
 #   drop-path (none in the default backbones); ours switches it off. Published backbone: the teacher, as ours.
 # - swav: prototypes frozen for ``n_steps_frozen_prototypes`` optimizer steps through ``SwaVPrototypes(x, step)``
-#   (LightlySSL's own benchmark passes the epoch there); optional queue (off by default) as in
+#   (LightlySSL's own benchmark passes the epoch there); its prototype layer has a bias (``nn.Linear``'s default; the
+#   official code's and ours have none); optional queue (off by default) as in
 #   ``examples/pytorch/swav_queue.py``: MemoryBankModule queues that start random and are used from
 #   ``queue_start_epoch`` on, not once filled as ours.
 # - smog: LightlySSL's only SMoG recipe (examples/pytorch/smog.py) is a two-crop one: SMoGTransform with one crop per

@@ -122,6 +122,22 @@ def test_prototypes_are_unit_vectors_without_bias() -> None:
     torch.testing.assert_close(prototypes.layer.weight.norm(dim=1), torch.ones(5))
 
 
+def test_a_prototype_bias_shifts_the_predictions_but_not_the_codes() -> None:
+    torch.manual_seed(0)
+    prototypes = SwaVPrototypes(input_dim=8, n_prototypes=5, bias=True).double()
+    with torch.no_grad():
+        prototypes.layer.bias.normal_()  # larger than nn.Linear's initial bias
+    embeddings = torch.nn.functional.normalize(torch.randn(6, 8, dtype=torch.float64), dim=1)
+    cosines = embeddings @ prototypes.layer.weight.detach().T  # (6, 5)
+    scores = prototypes(embeddings).detach()
+    torch.testing.assert_close(scores, cosines + prototypes.layer.bias.detach())
+    torch.testing.assert_close(sinkhorn(scores), sinkhorn(cosines))  # each prototype's row is rescaled away
+    method = SwaV("test_resnet", prototype_bias=True, **SMALL)
+    assert method.prototypes.layer.bias.shape == (10,)
+    assert method.prototypes.layer.bias.requires_grad
+    assert SwaV("test_resnet", **SMALL).prototypes.layer.bias is None  # the official code's
+
+
 class PrototypeRecorder(TrainerCallback):
     """The prototypes after every optimizer step, and the ones each forward pass used."""
 

@@ -33,7 +33,7 @@ class SwaVPrototypes(nn.Module):
 
     The prototypes are kept on the unit sphere by :meth:`normalize`, which the SwaV method calls before every
     training forward pass (as the official code does before each iteration), so with L2-normalised embeddings the
-    scores are cosine similarities. As in the official code the layer has no bias.
+    scores are cosine similarities. As in the official code the layer has no bias unless ``bias`` is set.
 
     Args:
         input_dim: Width of the embeddings.
@@ -41,14 +41,19 @@ class SwaVPrototypes(nn.Module):
         n_steps_frozen_prototypes: Optimizer steps at the start of training during which the prototypes do not
             train (313 in the official code: one epoch at batch 4096); the SwaV method's callbacks apply it, a plain
             loop drops the prototypes' gradients itself.
+        bias: Add a trainable bias per prototype to its scores (LightlySSL's ``SwaVPrototypes`` has one, a
+            ``nn.Linear`` default; the official code has none). Sinkhorn-Knopp's codes are blind to it (it scales each
+            prototype's row), so it only shifts the predictions.
     """
 
-    def __init__(self, input_dim: int = 128, n_prototypes: int = 3000, n_steps_frozen_prototypes: int = 0) -> None:
+    def __init__(
+        self, input_dim: int = 128, n_prototypes: int = 3000, n_steps_frozen_prototypes: int = 0, bias: bool = False
+    ) -> None:
         super().__init__()
         check_positive_int("n_prototypes", n_prototypes, type(self).__name__)
         check_positive_int("n_steps_frozen_prototypes", n_steps_frozen_prototypes, type(self).__name__, minimum=0)
         self.n_steps_frozen_prototypes = n_steps_frozen_prototypes
-        self.layer = nn.Linear(input_dim, n_prototypes, bias=False)
+        self.layer = nn.Linear(input_dim, n_prototypes, bias=bias)
         self.normalize()
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:

@@ -76,6 +76,8 @@ class SwaVConfig(MethodConfig):
             (3840 at batch 256 in the paper; 0: no queue, the official default). One queue holds the embeddings of
             all processes, like the official per-process queues together.
         queue_start_epoch: Epoch from which the queue is filled (15 in the official code); it is used once full.
+        prototype_bias: Give each prototype a trainable bias on its scores, as LightlySSL's ``SwaVPrototypes`` (the
+            official code's have none).
         views_in_one_pass: Encode the crops of each size as one batch (batch-norm statistics span them, as the
             official code); ``False`` encodes each crop on its own, as LightlySSL's examples do.
     """
@@ -90,6 +92,7 @@ class SwaVConfig(MethodConfig):
     sinkhorn_gather_distributed: bool = True
     queue_length: int = 0
     queue_start_epoch: float = 15.0
+    prototype_bias: bool = False
     views_in_one_pass: bool = True
 
     def validate(self) -> None:
@@ -151,7 +154,9 @@ class SwaV(SSLMethod):
         self.projection_head = SwaVProjectionHead(
             self.feature_dim, cfg.projection_hidden_dim, cfg.projection_output_dim
         )
-        self.prototypes = SwaVPrototypes(cfg.projection_output_dim, cfg.n_prototypes, cfg.n_steps_frozen_prototypes)
+        self.prototypes = SwaVPrototypes(
+            cfg.projection_output_dim, cfg.n_prototypes, cfg.n_steps_frozen_prototypes, bias=cfg.prototype_bias
+        )
         self.criterion = SwaVLoss(
             temperature=cfg.temperature,
             sinkhorn_iterations=cfg.sinkhorn_iterations,
