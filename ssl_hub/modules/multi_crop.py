@@ -2,9 +2,9 @@
 
 Multi-crop methods see 2 global crops and several smaller local crops of each image. :func:`collate_views` batches
 each view position, so a batch holds view tensors of different sizes; :func:`multi_crop_forward` runs each size group
-through the network as one batch, as the official ``MultiCropWrapper`` of DINO does. Backbones built for one input
-size (timm ViTs at 224 px) are made to accept every size with timm's own ``dynamic_img_size``
-(:func:`dynamic_size_backbone`).
+through the network as one batch, as the official ``MultiCropWrapper`` of DINO does (or each view alone, as LightlySSL's
+examples do). Backbones built for one input size (timm ViTs at 224 px) are made to accept every size with timm's own
+``dynamic_img_size`` (:func:`dynamic_size_backbone`).
 """
 
 from __future__ import annotations
