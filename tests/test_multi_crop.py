@@ -118,7 +118,7 @@ def test_views_of_different_sizes_are_batched_per_size_and_embedded_per_size() -
     assert [tuple(v.shape) for v in views] == [(4, 3, 32, 32)] * 2 + [(4, 3, 16, 16)] * 3
     backbone = timm.create_model("test_resnet", num_classes=0).eval()
     batches: list[int] = []
-    backbone.register_forward_hook(lambda module, args, out, batches=batches: batches.append(args[0].shape[0]))
+    backbone.register_forward_hook(lambda module, args, out: batches.append(args[0].shape[0]))
     with torch.no_grad():
         outputs = multi_crop_forward(backbone, views)
         assert batches == [8, 12]  # one pass per size
@@ -131,7 +131,7 @@ def test_views_apart_are_embedded_one_by_one_with_their_own_batch_norm_statistic
     views = [torch.randn(4, 3, 32, 32), 2.0 * torch.randn(4, 3, 32, 32) + 1.0, torch.randn(4, 3, 16, 16)]
     backbone = timm.create_model("test_resnet", num_classes=0)  # train mode: statistics of each pass's batch
     batches: list[int] = []
-    backbone.register_forward_hook(lambda module, args, out, batches=batches: batches.append(args[0].shape[0]))
+    backbone.register_forward_hook(lambda module, args, out: batches.append(args[0].shape[0]))
     with torch.no_grad():
         together = multi_crop_forward(backbone, views)
         apart = multi_crop_forward(backbone, views, one_pass_per_size=False)

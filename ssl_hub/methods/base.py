@@ -19,6 +19,7 @@ from transformers.utils import ModelOutput
 from ssl_hub.losses.utils import sum_of_terms
 from ssl_hub.modules.backbone import create_backbone, feature_dim, fit_input_size
 from ssl_hub.modules.masked_vit import fix_sincos_position_embedding
+from ssl_hub.modules.multi_crop import multi_crop_forward
 from ssl_hub.transforms.multi_view import MultiViewTransform
 
 if TYPE_CHECKING:
@@ -239,9 +240,7 @@ class SSLMethod(nn.Module):
     ) -> tuple[torch.Tensor, ...]:
         """``encoder``'s output for each view of one shape: from one pass over the ``(V * B, C, H, W)`` concatenation
         (batch-norm statistics span every view), or from one pass per view (each view's own statistics)."""
-        if one_pass:
-            return encoder(torch.cat(list(views))).chunk(len(views))  # V x (B, ...)
-        return tuple(encoder(view) for view in views)
+        return tuple(multi_crop_forward(encoder, views, one_pass_per_size=one_pass))  # V x (B, ...)
 
     def fit_input_size(self, image_size: int) -> None:
         """Adapt every timm model inside (the backbone and any teacher copy) to ``image_size`` when it needs a fixed
