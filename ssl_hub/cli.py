@@ -2,9 +2,9 @@
 
 ``ssl-hub pretrain --method simclr --backbone resnet18 --output-dir out`` trains on the shipped demo set; every
 ``TrainingArguments`` flag (``--num_train_epochs``, ``--per_device_train_batch_size``, ``--bf16``...) and every
-hyperparameter of the method (``--temperature``...) is a flag too: ``ssl-hub pretrain --method simclr --help``.
-Without ``--learning_rate``, the recipe's rate is used; recipes stated per batch (DINO, MAE...) scale it from a
-global batch of 64 to the run's (the help says which).
+hyperparameter of the method (``--temperature``...) is a flag too, described with its default by
+``ssl-hub pretrain --method simclr --help``. Without ``--learning_rate``, the recipe's rate is used; recipes stated
+per batch (DINO, MAE...) scale it from a global batch of 64 to the run's (the help says which).
 """
 
 from __future__ import annotations
@@ -89,6 +89,15 @@ def _pop_push_to_hub(argv: list[str]) -> tuple[str | None, list[str]]:
     return known.push_to_hub, rest
 
 
+def _describe_flags(parser: argparse.ArgumentParser, descriptions: dict[str, str]) -> None:
+    """Give each undescribed ``--NAME`` flag the description of ``NAME`` (``--help`` then shows it with its
+    default)."""
+    for action in parser._actions:
+        text = descriptions.get(action.dest)
+        if text is not None and action.help is None and f"--{action.dest}" in action.option_strings:
+            action.help = text.replace("%", "%%")  # argparse formats help with %
+
+
 def run_pretrain(argv: list[str]) -> int:
     from transformers import HfArgumentParser
 
@@ -136,6 +145,7 @@ def run_pretrain(argv: list[str]) -> int:
             prog="ssl-hub pretrain",
             description=f"Pretrain with {method_class.display_name}. {recipe_help}.",
         )
+        _describe_flags(parser, method_class.config_class.field_descriptions())
         # None = not given: complete_from_recipe fills these in from the recipe
         not_given = dict.fromkeys(("output_dir", *RECIPE_DEPENDENT))
         parser.set_defaults(**{**recipe, **not_given})

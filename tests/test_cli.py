@@ -16,6 +16,7 @@ from PIL import Image
 
 import ssl_hub
 from ssl_hub.cli import main
+from ssl_hub.methods import MethodConfig
 
 
 def ssl_hub_command(*args: str) -> subprocess.CompletedProcess[str]:
@@ -122,9 +123,50 @@ def test_every_hyperparameter_of_every_method_is_a_flag(name: str, capsys: pytes
         main(["pretrain", "--method", name, "--help"])
     assert exit_info.value.code == 0
     text = capsys.readouterr().out
-    for field in dataclasses.fields(ssl_hub.get_method_class(name).config_class):
+    config_class = ssl_hub.get_method_class(name).config_class
+    descriptions = config_class.field_descriptions()
+    unspaced = "".join(text.split())  # argparse wraps the help to the terminal's width
+    for field in dataclasses.fields(config_class):
         assert f"--{field.name}" in text, field.name
+        # each flag's help is the config docstring's description of the field, with its default
+        assert field.name in descriptions, f"{config_class.__name__} does not document {field.name}"
+        assert "".join(f"{descriptions[field.name]} (default:".split()) in unspaced, field.name
     assert "--num_train_epochs" in text
+
+
+def test_field_descriptions_come_from_the_nearest_docstring_that_documents_each_field() -> None:
+    @dataclasses.dataclass
+    class BaseConfig(MethodConfig):
+        """Base.
+
+        Args:
+            width: Hidden width,
+                over two lines.
+            depth: Number of layers.
+
+        Returns nothing here.
+        """
+
+        width: int = 8
+        depth: int = 2
+
+    @dataclasses.dataclass
+    class ChildConfig(BaseConfig):
+        """Child.
+
+        Args:
+            depth: Layers of the child.
+            scale: A new field.
+        """
+
+        scale: float = 1.0
+        undocumented: int = 0
+
+    assert ChildConfig.field_descriptions() == {
+        "width": "Hidden width, over two lines.",
+        "depth": "Layers of the child.",
+        "scale": "A new field.",
+    }
 
 
 def test_no_knn_skips_the_evaluation(tmp_path: Path) -> None:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import dataclasses
+import inspect
 import json
 import logging
 from collections.abc import Callable, Sequence
@@ -74,6 +75,23 @@ class Paper:
     bibtex: str
 
 
+def _docstring_args(docstring: str) -> dict[str, str]:
+    """The entries of a Google-style docstring's ``Args:`` section, ``{name: description on one line}``."""
+    entries: dict[str, list[str]] = {}
+    lines = inspect.cleandoc(docstring).splitlines()
+    if "Args:" not in lines:
+        return {}
+    for line in lines[lines.index("Args:") + 1 :]:
+        if line.startswith(" " * 8) and entries:  # a description's continuation line
+            list(entries.values())[-1].append(line.strip())
+        elif line.startswith(" " * 4) and ":" in line:
+            name, _, text = line.strip().partition(":")
+            entries[name.strip()] = [text.strip()]
+        else:  # the section ends at a blank or dedented line
+            break
+    return {name: " ".join(words) for name, words in entries.items()}
+
+
 @dataclass
 class MethodConfig:
     """Hyperparameters of a method: keyword arguments, ``ssl-hub pretrain`` flags and saved JSON at once.
@@ -90,6 +108,15 @@ class MethodConfig:
 
     def to_dict(self) -> dict[str, Any]:
         return dataclasses.asdict(self)
+
+    @classmethod
+    def field_descriptions(cls) -> dict[str, str]:
+        """Each field's description from the ``Args:`` section of the docstring of this class or, failing that, of
+        the nearest base that documents it, on one line: the help text of its ``ssl-hub pretrain`` flag."""
+        descriptions: dict[str, str] = {}
+        for klass in reversed(cls.__mro__):
+            descriptions.update(_docstring_args(klass.__doc__ or ""))
+        return {field.name: descriptions[field.name] for field in dataclasses.fields(cls) if field.name in descriptions}
 
     def to_json_string(self) -> str:
         return json.dumps(self.to_dict(), indent=2, sort_keys=True)
