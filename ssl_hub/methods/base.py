@@ -81,12 +81,13 @@ def _docstring_args(docstring: str) -> dict[str, str]:
     lines = inspect.cleandoc(docstring).splitlines()
     if "Args:" not in lines:
         return {}
+    words: list[str] = []  # the description being read
     for line in lines[lines.index("Args:") + 1 :]:
         if line.startswith(" " * 8) and entries:  # a description's continuation line
-            list(entries.values())[-1].append(line.strip())
+            words.append(line.strip())
         elif line.startswith(" " * 4) and ":" in line:
             name, _, text = line.strip().partition(":")
-            entries[name.strip()] = [text.strip()]
+            words = entries[name.strip()] = [text.strip()]
         else:  # the section ends at a blank or dedented line
             break
     return {name: " ".join(words) for name, words in entries.items()}
