@@ -5,6 +5,7 @@ from __future__ import annotations
 import dataclasses
 import json
 import os
+import re
 import subprocess
 import sys
 from pathlib import Path
@@ -131,6 +132,7 @@ def test_every_hyperparameter_of_every_method_is_a_flag(name: str, capsys: pytes
         # each flag's help is the config docstring's description of the field, with its default
         assert field.name in descriptions, f"{config_class.__name__} does not document {field.name}"
         assert "".join(f"{descriptions[field.name]} (default:".split()) in unspaced, field.name
+    assert not re.search(r"``|:\w+:`", text)  # the docstrings' markup shows as plain text
     assert "--num_train_epochs" in text
 
 
@@ -156,7 +158,8 @@ def test_field_descriptions_come_from_the_nearest_docstring_that_documents_each_
 
         Args:
             depth: Layers of the child.
-            scale: A new field.
+            scale: A new field, read as plain text: ``scale=2.0`` doubles :class:`~torch.nn.Linear`'s output,
+                :func:`torch.tanh` bounds it.
         """
 
         scale: float = 1.0
@@ -165,7 +168,7 @@ def test_field_descriptions_come_from_the_nearest_docstring_that_documents_each_
     assert ChildConfig.field_descriptions() == {
         "width": "Hidden width, over two lines.",
         "depth": "Layers of the child.",
-        "scale": "A new field.",
+        "scale": "A new field, read as plain text: scale=2.0 doubles Linear's output, torch.tanh bounds it.",
     }
 
 

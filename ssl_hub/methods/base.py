@@ -6,6 +6,7 @@ import dataclasses
 import inspect
 import json
 import logging
+import re
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -93,6 +94,14 @@ def _docstring_args(docstring: str) -> dict[str, str]:
     return {name: " ".join(words) for name, words in entries.items()}
 
 
+def _plain_text(text: str) -> str:
+    """The text without reStructuredText markup: inline literals keep their text, roles their target (only its last
+    name after a ``~``, as Sphinx shows it)."""
+    text = re.sub(r":\w+:`~(?:[\w.]*\.)?([^`]*)`", r"\1", text)
+    text = re.sub(r":\w+:`([^`]*)`", r"\1", text)
+    return re.sub(r"``([^`]*)``", r"\1", text)
+
+
 @dataclass
 class MethodConfig:
     """Hyperparameters of a method: keyword arguments, ``ssl-hub pretrain`` flags and saved JSON at once.
@@ -113,11 +122,15 @@ class MethodConfig:
     @classmethod
     def field_descriptions(cls) -> dict[str, str]:
         """Each field's description from the ``Args:`` section of the docstring of this class or, failing that, of
-        the nearest base that documents it, on one line: the help text of its ``ssl-hub pretrain`` flag."""
+        the nearest base that documents it, as plain text on one line: the help of its ``ssl-hub pretrain`` flag."""
         descriptions: dict[str, str] = {}
         for klass in reversed(cls.__mro__):
             descriptions.update(_docstring_args(klass.__doc__ or ""))
-        return {field.name: descriptions[field.name] for field in dataclasses.fields(cls) if field.name in descriptions}
+        return {
+            field.name: _plain_text(descriptions[field.name])
+            for field in dataclasses.fields(cls)
+            if field.name in descriptions
+        }
 
     def to_json_string(self) -> str:
         return json.dumps(self.to_dict(), indent=2, sort_keys=True)
