@@ -57,6 +57,7 @@ CPU_BUDGET_KWARGS: dict[str, dict[str, Any]] = {
     # 8192-wide projectors make one CPU step 7-14x a resnet18 step: LightlySSL's CIFAR heads are 2048 wide
     "barlowtwins": {"projection_hidden_dim": 2048, "projection_output_dim": 2048},
     "vicreg": {"projection_hidden_dim": 2048, "projection_output_dim": 2048},
+    "mmcr": {"projection_hidden_dim": 2048},
     # queues / support sets no larger than the data (65536 would hold mostly random or stale keys); MoCo v2's and
     # DenseCL's constant key-encoder momentum at 0.99, as LightlySSL's CIFAR-10 benchmark: at 0.999 the key encoder
     # moves only 61 % of the way in 936 steps (1 - 0.999^936); at 0.99 it averages the last ~100 query encoders
@@ -159,7 +160,7 @@ def run_one(make_method: Any, name: str, seed: int, args: argparse.Namespace, da
     other: tuple[str, torch.nn.Module] | None = None
     if published is not method.backbone:
         other = ("student", method.backbone)
-    elif args.evaluate_teacher and hasattr(method, "teacher_backbone"):
+    elif args.evaluate_teacher and getattr(method, "teacher_backbone", None) is not None:  # MMCR may have none
         other = ("teacher", method.teacher_backbone)
     if other is not None:
         prefix, encoder = other

@@ -9,7 +9,7 @@ driven from the Trainer state with ``lightly.models.utils.update_momentum`` and
 ``lightly.utils.scheduler.cosine_schedule``. The classes are not registered in ssl_hub's registry.
 
 Benchmark-only: needs ``pip install lightly`` (written against lightly 1.6.0); never imported by ssl_hub. Covers all
-22 registered ssl_hub methods; MoCo in its v2 form only (LightlySSL has no MoCo v3 recipe or loss), DINOv2 with DINO
+23 registered ssl_hub methods; MoCo in its v2 form only (LightlySSL has no MoCo v3 recipe or loss), DINOv2 with DINO
 centering only (LightlySSL has no Sinkhorn-Knopp teacher normalisation).
 """
 
@@ -46,6 +46,10 @@ centering only (LightlySSL has no Sinkhorn-Knopp teacher normalisation).
 # - nnclr: NTXentLoss as in the example (negatives include same-side pairs); ours InfoNCE across the two sides.
 #   NNMemoryBankModule has no cross-rank gathering. (Memory banks start as random unit vectors on both sides.)
 # - tico: TiCoLoss's covariance matrix is a plain attribute (not in state_dict / checkpoints); momentum 0.99 -> 1.
+# - mmcr: as examples/pytorch/mmcr.py: MMCRProjectionHead, momentum copies, every view through both encoders on its
+#   own, MMCRLoss on the (B, k, D) stacks; LightlySSL's MMCRLoss does not L2-normalise the embeddings (the official
+#   code does, and ours) and takes the per-image nuclear norms over online and momentum views (official: online);
+#   MMCRTransform makes every view BYOL's first view (official and ours: alternately the first and the second).
 # - densecl: the example's ``forward_momentum`` runs the *query* encoder (``self.backbone``, the online heads) - a
 #   bug; here the key encoder is the momentum copy, as DenseCL specifies. Global and dense heads are
 #   DenseCLProjectionHead (the dense one applied to (B, H*W, C) tokens, a 1x1 convolution); global features are
@@ -156,6 +160,7 @@ from lightly.loss import (
     DINOLoss,
     IBOTPatchLoss,
     KoLeoLoss,
+    MMCRLoss,
     MSNLoss,
     NegativeCosineSimilarity,
     NTXentLoss,
@@ -177,6 +182,7 @@ from lightly.models.modules import (
     MaskedCausalVisionTransformer,
     MaskedVisionTransformerDecoderTIMM,
     MaskedVisionTransformerTIMM,
+    MMCRProjectionHead,
     MoCoProjectionHead,
     NNCLRPredictionHead,
     NNCLRProjectionHead,
@@ -202,6 +208,7 @@ from lightly.transforms import (
     DINOTransform,
     IBOTTransform,
     MAETransform,
+    MMCRTransform,
     MoCoV2Transform,
     MSNTransform,
     SimCLRTransform,
@@ -232,6 +239,7 @@ from ssl_hub.methods import (
     IBOT,
     IJEPA,
     MAE,
+    MMCR,
     MSN,
     NNCLR,
     PMSN,
@@ -250,6 +258,7 @@ from ssl_hub.methods import (
     IJEPAConfig,
     MAEConfig,
     MethodConfig,
+    MMCRConfig,
     MoCo,
     MoCoConfig,
     MSNConfig,
@@ -810,6 +819,45 @@ class LightlyTiCo(LightlyReference):
         with torch.no_grad():
             z1 = self.projection_head_momentum(self.backbone_momentum(views[1]).flatten(start_dim=1))  # (B, D)
         return SSLMethodOutput(loss=self.criterion(z0, z1))
+
+    def callbacks(self) -> list[TrainerCallback]:
+        pairs = [(self.backbone, self.backbone_momentum), (self.projection_head, self.projection_head_momentum)]
+        return [
+            *super().callbacks(),
+            LightlyMomentumCallback(pairs, self.config.momentum_start, self.config.momentum_end),
+        ]
+
+
+class LightlyMMCR(LightlyReference):
+    name = "lightly-mmcr"
+    display_name = "MMCR (LightlySSL)"
+    ours = MMCR
+    config_class = MMCRConfig
+    transform_class = MMCRTransform
+    paper = MMCR.paper
+    config: MMCRConfig
+
+    def __init__(self, backbone: str | nn.Module, config: MMCRConfig | None = None, **kwargs: Any) -> None:
+        super().__init__(backbone, config, **kwargs)
+        cfg = self.config
+        if not cfg.momentum_encoder:
+            raise ValueError("LightlySSL's MMCR example has a momentum encoder: momentum_encoder=False is ours only.")
+        self.projection_head = MMCRProjectionHead(
+            self.feature_dim, cfg.projection_hidden_dim, cfg.projection_output_dim
+        )
+        self.backbone_momentum = momentum_copy(self.backbone)
+        self.projection_head_momentum = momentum_copy(self.projection_head)
+        self.criterion = MMCRLoss(lmda=cfg.lmda)
+
+    def make_transform(self, input_size: int = 224, **kwargs: Any) -> ViewTransform:
+        return MMCRTransform(k=self.config.n_views, input_size=input_size, **kwargs)
+
+    def forward(self, views: Sequence[Tensor]) -> SSLMethodOutput:
+        self.check_views(views, count=self.config.n_views)
+        online = torch.stack([self.projection_head(self.encode(v)) for v in views], dim=1)  # (B, k, D)
+        with torch.no_grad():
+            momentum = [self.projection_head_momentum(self.backbone_momentum(v).flatten(start_dim=1)) for v in views]
+        return SSLMethodOutput(loss=self.criterion(online, torch.stack(momentum, dim=1)))  # (B, k, D) each
 
     def callbacks(self) -> list[TrainerCallback]:
         pairs = [(self.backbone, self.backbone_momentum), (self.projection_head, self.projection_head_momentum)]
@@ -1704,6 +1752,7 @@ REFERENCES: tuple[type[LightlyReference], ...] = (
     LightlyIBOT,
     LightlyIJEPA,
     LightlyMAE,
+    LightlyMMCR,
     LightlyMoCo,
     LightlyMSN,
     LightlyNNCLR,

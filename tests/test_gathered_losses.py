@@ -1,4 +1,4 @@
-"""DCL, DCLW, Barlow Twins, VICReg and TiCo with ``gather_distributed`` on 2 gloo processes equal the loss of the
+"""DCL, DCLW, Barlow Twins, VICReg, TiCo and MMCR with ``gather_distributed`` on 2 gloo processes equal the loss of the
 global batch in one process.
 
 All losses run in one spawn (each spawned process imports ssl_hub, which dominates the cost). On every rank a loss
@@ -21,7 +21,7 @@ import torch.distributed as dist
 import torch.multiprocessing as mp
 from torch import nn
 
-from ssl_hub.losses import BarlowTwinsLoss, DCLLoss, DCLWLoss, TiCoLoss, VICRegLoss
+from ssl_hub.losses import BarlowTwinsLoss, DCLLoss, DCLWLoss, MMCRLoss, TiCoLoss, VICRegLoss
 
 WORLD_SIZE = 2
 Batch = tuple[torch.Tensor, torch.Tensor]
@@ -38,6 +38,17 @@ def batches(steps: int, batch_size: int = 8, dim: int = 5, seed: int = 0) -> lis
     return result
 
 
+class TwoViewMMCR(nn.Module):
+    """MMCRLoss of the two batches as two views of each image."""
+
+    def __init__(self, gather_distributed: bool) -> None:
+        super().__init__()
+        self.loss = MMCRLoss(lmda=0.3, gather_distributed=gather_distributed)
+
+    def forward(self, z_a: torch.Tensor, z_b: torch.Tensor) -> torch.Tensor:
+        return self.loss(torch.stack([z_a, z_b], dim=1))  # (B, 2, D)
+
+
 # name -> (loss factory, batches); TiCo runs 3 steps so that its running covariance carries over.
 CASES: dict[str, tuple[Callable[[bool], nn.Module], list[Batch]]] = {
     "dcl": (lambda gather: DCLLoss(temperature=0.3, gather_distributed=gather), batches(1, seed=1)),
@@ -48,6 +59,7 @@ CASES: dict[str, tuple[Callable[[bool], nn.Module], list[Batch]]] = {
         batches(1, seed=4),
     ),
     "tico": (lambda gather: TiCoLoss(beta=0.8, rho=4.0, gather_distributed=gather), batches(3, seed=5)),
+    "mmcr": (TwoViewMMCR, batches(1, seed=6)),
 }
 
 
@@ -112,9 +124,9 @@ def test_gathered_loss_and_gradient_are_those_of_the_global_batch(name: str, ran
 
 
 @pytest.mark.timeout(300)
-@pytest.mark.parametrize("name", ["barlowtwins", "tico"])
+@pytest.mark.parametrize("name", ["barlowtwins", "tico", "mmcr"])
 def test_every_rank_holds_the_global_loss(name: str, ranks: list[dict[str, Any]]) -> None:
-    # Barlow Twins' and TiCo's losses are statistics of the whole batch: each rank computes all of it.
+    # Barlow Twins', TiCo's and MMCR's losses are statistics of the whole batch: each rank computes all of it.
     factory, steps = CASES[name]
     single = run(factory(False), steps, rank=None)
     for step, expected in enumerate(single["steps"]):

@@ -29,6 +29,7 @@ METHOD_BACKBONES = [
 NARROW_HEADS: dict[str, dict[str, int]] = {
     "aim": {"head_hidden_dim": 128, "head_num_blocks": 2},
     "barlowtwins": {"projection_hidden_dim": 256, "projection_output_dim": 256},
+    "mmcr": {"projection_hidden_dim": 256, "projection_output_dim": 64},
     "vicreg": {"projection_hidden_dim": 256, "projection_output_dim": 256},
 }
 
@@ -62,7 +63,7 @@ def train_a_few_steps(method: ssl_hub.SSLMethod, output_dir: Path, steps: int = 
 
 
 # Methods whose loss is a sum of named terms, logged beside the loss.
-METHODS_WITH_LOSS_TERMS = {"barlowtwins", "dinov2", "ibot", "msn", "pmsn", "vicreg"}
+METHODS_WITH_LOSS_TERMS = {"barlowtwins", "dinov2", "ibot", "mmcr", "msn", "pmsn", "vicreg"}
 
 
 @pytest.mark.parametrize(("name", "backbone"), METHOD_BACKBONES)

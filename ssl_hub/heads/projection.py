@@ -9,16 +9,19 @@ from torch import nn
 
 from ssl_hub._validation import check_positive_int
 
-Block = tuple[int, int, nn.Module | None, nn.Module | None]
+# (input_dim, output_dim, norm or None, activation or None[, bias of the linear layer])
+Block = tuple[int, int, nn.Module | None, nn.Module | None] | tuple[int, int, nn.Module | None, nn.Module | None, bool]
 
 
 class ProjectionHead(nn.Module):
     """A stack of ``Linear -> [norm] -> [activation]`` blocks.
 
-    A linear layer followed by a normalisation layer has no bias (the norm's shift replaces it).
+    A linear layer followed by a normalisation layer has no bias (the norm's shift replaces it), unless its block
+    says otherwise.
 
     Args:
-        blocks: ``(input_dim, output_dim, norm_or_None, activation_or_None)`` for each layer, in order.
+        blocks: ``(input_dim, output_dim, norm_or_None, activation_or_None)`` for each layer, in order, optionally
+            followed by whether the linear layer has a bias (as LightlySSL's blocks).
     """
 
     def __init__(self, blocks: Sequence[Block]) -> None:
@@ -26,8 +29,8 @@ class ProjectionHead(nn.Module):
         if not blocks:
             raise ValueError("ProjectionHead needs at least one block.")
         layers: list[nn.Module] = []
-        for input_dim, output_dim, norm, activation in blocks:
-            layers.append(nn.Linear(input_dim, output_dim, bias=norm is None))
+        for input_dim, output_dim, norm, activation, *bias in blocks:
+            layers.append(nn.Linear(input_dim, output_dim, bias=bias[0] if bias else norm is None))
             if norm is not None:
                 layers.append(norm)
             if activation is not None:

@@ -11,6 +11,7 @@ from ssl_hub.losses.ijepa import IJEPALoss as IJEPALoss
 from ssl_hub.losses.info_nce import InfoNCELoss as InfoNCELoss
 from ssl_hub.losses.koleo import KoLeoLoss as KoLeoLoss
 from ssl_hub.losses.mae import MAELoss as MAELoss
+from ssl_hub.losses.mmcr import MMCRLoss as MMCRLoss
 from ssl_hub.losses.msn import MSNLoss as MSNLoss
 from ssl_hub.losses.negative_cosine_similarity import NegativeCosineSimilarity as NegativeCosineSimilarity
 from ssl_hub.losses.ntxent import NTXentLoss as NTXentLoss

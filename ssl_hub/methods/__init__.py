@@ -29,6 +29,8 @@ from ssl_hub.methods.ijepa import IJEPAPredictor as IJEPAPredictor
 from ssl_hub.methods.mae import MAE as MAE
 from ssl_hub.methods.mae import MAEConfig as MAEConfig
 from ssl_hub.methods.mae import MAEDecoder as MAEDecoder
+from ssl_hub.methods.mmcr import MMCR as MMCR
+from ssl_hub.methods.mmcr import MMCRConfig as MMCRConfig
 from ssl_hub.methods.moco import MoCo as MoCo
 from ssl_hub.methods.moco import MoCoConfig as MoCoConfig
 from ssl_hub.methods.msn import MSN as MSN

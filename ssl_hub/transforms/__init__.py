@@ -10,6 +10,7 @@ from ssl_hub.transforms.dino import DINOTransform as DINOTransform
 from ssl_hub.transforms.ibot import IBOTTransform as IBOTTransform
 from ssl_hub.transforms.ijepa import IJEPATransform as IJEPATransform
 from ssl_hub.transforms.mae import MAETransform as MAETransform
+from ssl_hub.transforms.mmcr import MMCRTransform as MMCRTransform
 from ssl_hub.transforms.moco import MoCoV2Transform as MoCoV2Transform
 from ssl_hub.transforms.msn import MSNTransform as MSNTransform
 from ssl_hub.transforms.multi_crop import local_crop_size as local_crop_size
