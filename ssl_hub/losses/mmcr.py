@@ -49,13 +49,11 @@ class MMCRLoss(nn.Module):
         if online.ndim != 3 or (momentum is not None and momentum.shape != online.shape):
             got = [tuple(online.shape)] + ([] if momentum is None else [tuple(momentum.shape)])
             raise ValueError(f"MMCRLoss expects (B, k, D) embeddings (momentum ones of the same shape), got {got}.")
-        online = F.normalize(at_least_float32(online), dim=-1)
-        views = online  # (B, k, D) or (B, 2k, D) with the momentum views
-        if momentum is not None:
-            views = torch.cat([online, F.normalize(at_least_float32(momentum), dim=-1)], dim=1)
+        embeddings = [F.normalize(at_least_float32(z), dim=-1) for z in (online, momentum) if z is not None]
         if self.gather_distributed:
-            online, views = distributed.gather(online), distributed.gather(views)  # (N = W * B, ...)
-        centroids = views.mean(dim=1)  # (N, D)
+            embeddings = [distributed.gather(z) for z in embeddings]  # (N = W * B, k, D) each
+        online = embeddings[0]
+        centroids = torch.cat(embeddings, dim=1).mean(dim=1)  # (N, D), over the k or 2k views of each image
         terms = {"centroid_nuclear_norm": -torch.linalg.svdvals(centroids).sum()}
         if self.lmda > 0:
             # (N, min(k, D)) singular values of every image's (k, D) view matrix
