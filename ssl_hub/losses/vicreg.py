@@ -18,21 +18,26 @@ def invariance_loss(x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
 
 
 def variance_loss(x: torch.Tensor, eps: float = 1e-4, gamma: float = 1.0) -> torch.Tensor:
-    """Hinge on the standard deviation of each dimension over the ``(B, D)`` batch (paper eq. 1-2).
+    """Hinge on the standard deviation of each dimension over the ``(B, D)`` batch (paper eq. 1-2); over the batch
+    of each slot ``k`` of a ``(B, K, D)`` one, averaged.
 
     ``mean_j max(0, gamma - sqrt(Var(x_j) + eps))`` with the unbiased variance.
     """
-    std = torch.sqrt(x.var(dim=0) + eps)  # (D,)
+    std = torch.sqrt(x.var(dim=0) + eps)  # (D,) or (K, D)
     return F.relu(gamma - std).mean()
 
 
 def covariance_loss(x: torch.Tensor) -> torch.Tensor:
-    """Sum of squared off-diagonal covariances of the ``(B, D)`` batch, divided by ``D`` (paper eq. 3-4)."""
-    batch_size, dim = x.shape
-    centered = x - x.mean(dim=0)  # (B, D)
-    covariance = centered.T @ centered / (batch_size - 1)  # (D, D)
+    """Sum of squared off-diagonal covariances of the ``(B, D)`` batch, divided by ``D`` (paper eq. 3-4).
+
+    A ``(B, K, D)`` batch (``K`` matched locations per image, VICRegL's local term) gives the mean over ``k`` of the
+    term of each ``(B, D)`` slice ``x[:, k]``.
+    """
+    batch_size, dim = x.shape[0], x.shape[-1]
+    centered = (x - x.mean(dim=0)).reshape(batch_size, -1, dim).transpose(0, 1)  # (K, B, D)
+    covariance = centered.transpose(1, 2) @ centered / (batch_size - 1)  # (K, D, D)
     eye = torch.eye(dim, dtype=torch.bool, device=x.device)
-    return covariance.masked_fill(eye, 0.0).pow(2).sum() / dim
+    return covariance.masked_fill(eye, 0.0).pow(2).sum(dim=(1, 2)).mean() / dim
 
 
 class VICRegLoss(nn.Module):

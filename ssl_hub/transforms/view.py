@@ -52,7 +52,8 @@ def view_augmentation(
     max_scale: float = 1.0,
     interpolation: str = "bicubic",
 ) -> list[v2.Transform]:
-    """Random resized crop, rotation, flips, colour jitter, grayscale, blur, solarization, then tensor + normalize.
+    """Random resized crop, rotation, flips, then :func:`photometric_augmentation` (colour jitter, grayscale, blur,
+    solarization, tensor + normalize).
 
     Argument names follow LightlySSL's view transforms; ``owner`` names the transform in error messages.
     ``cj_*`` factors are multiplied by ``cj_strength``; ``rr_degrees=None`` rotates by exactly 90 degrees;
@@ -60,20 +61,74 @@ def view_augmentation(
     """
     check_positive_int("input_size", input_size, owner)
     for name, value in [
-        ("cj_prob", cj_prob),
-        ("random_gray_scale", random_gray_scale),
-        ("gaussian_blur", gaussian_blur),
-        ("solarization_prob", solarization_prob),
         ("vf_prob", vf_prob),
         ("hf_prob", hf_prob),
         ("rr_prob", rr_prob),
         ("min_scale", min_scale),
         ("max_scale", max_scale),
-        ("cj_hue", min(cj_hue * cj_strength, 0.5)),
     ]:
         check_probability(name, value, owner)
     if min_scale > max_scale:
         raise ValueError(f"{owner}: min_scale ({min_scale}) must not exceed max_scale ({max_scale}).")
+    rotation = v2.RandomRotation(degrees=(90.0, 90.0) if rr_degrees is None else rr_degrees)
+    return [
+        v2.RandomResizedCrop(
+            input_size,
+            scale=(min_scale, max_scale),
+            interpolation=crop_interpolation(interpolation, owner),
+            antialias=True,
+        ),
+        RandomApply([rotation], p=rr_prob),
+        v2.RandomHorizontalFlip(p=hf_prob),
+        v2.RandomVerticalFlip(p=vf_prob),
+        *photometric_augmentation(
+            owner,
+            input_size=input_size,
+            cj_prob=cj_prob,
+            cj_strength=cj_strength,
+            cj_bright=cj_bright,
+            cj_contrast=cj_contrast,
+            cj_sat=cj_sat,
+            cj_hue=cj_hue,
+            random_gray_scale=random_gray_scale,
+            gaussian_blur=gaussian_blur,
+            kernel_size=kernel_size,
+            sigmas=sigmas,
+            solarization_prob=solarization_prob,
+            normalize=normalize,
+        ),
+    ]
+
+
+def photometric_augmentation(
+    owner: str,
+    *,
+    input_size: int,
+    cj_prob: float,
+    cj_strength: float,
+    cj_bright: float,
+    cj_contrast: float,
+    cj_sat: float,
+    cj_hue: float,
+    random_gray_scale: float,
+    gaussian_blur: float,
+    kernel_size: int | None,
+    sigmas: Sequence[float],
+    solarization_prob: float,
+    normalize: dict[str, tuple[float, ...]] | None,
+) -> list[v2.Transform]:
+    """Colour jitter, grayscale, blur, solarization, then tensor + normalize: the steps of a view after its geometry.
+
+    Arguments as :func:`view_augmentation`'s; ``input_size`` (the view's side) sizes the default blur kernel.
+    """
+    for name, value in [
+        ("cj_prob", cj_prob),
+        ("random_gray_scale", random_gray_scale),
+        ("gaussian_blur", gaussian_blur),
+        ("solarization_prob", solarization_prob),
+        ("cj_hue", min(cj_hue * cj_strength, 0.5)),
+    ]:
+        check_probability(name, value, owner)
     for name, value in [
         ("cj_strength", cj_strength),
         ("cj_bright", cj_bright),
@@ -88,24 +143,13 @@ def view_augmentation(
         saturation=cj_strength * cj_sat,
         hue=min(0.5, cj_strength * cj_hue),
     )
-    resampling = crop_interpolation(interpolation, owner)
-    rotation = v2.RandomRotation(degrees=(90.0, 90.0) if rr_degrees is None else rr_degrees)
     sigma = (float(sigmas[0]), float(sigmas[1]))
     blur = v2.GaussianBlur(kernel_size or blur_kernel_size(input_size, max(sigma)), sigma=sigma)
-    # Geometry and colour run on PIL images (for small crops PIL's kernels beat tensor ones, ~30 % here); blur and
-    # solarization run on the uint8 tensor, where torchvision computes them anyway (the same pixels without two
-    # PIL <-> tensor round trips).
+    # Colour runs on PIL images (for small crops PIL's kernels beat tensor ones, ~30 % here); blur and solarization
+    # run on the uint8 tensor, where torchvision computes them anyway (the same pixels without two PIL <-> tensor
+    # round trips).
     to_image, *to_float = to_normalized_tensor(normalize)
     return [
-        v2.RandomResizedCrop(
-            input_size,
-            scale=(min_scale, max_scale),
-            interpolation=resampling,
-            antialias=True,
-        ),
-        RandomApply([rotation], p=rr_prob),
-        v2.RandomHorizontalFlip(p=hf_prob),
-        v2.RandomVerticalFlip(p=vf_prob),
         RandomApply([color_jitter], p=cj_prob),
         v2.RandomGrayscale(p=random_gray_scale),
         to_image,
