@@ -31,6 +31,7 @@ NARROW_HEADS: dict[str, dict[str, int]] = {
     "barlowtwins": {"projection_hidden_dim": 256, "projection_output_dim": 256},
     "mmcr": {"projection_hidden_dim": 256, "projection_output_dim": 64},
     "vicreg": {"projection_hidden_dim": 256, "projection_output_dim": 256},
+    "vicregl": {"projection_hidden_dim": 256, "projection_output_dim": 256},
 }
 
 
@@ -63,7 +64,7 @@ def train_a_few_steps(method: ssl_hub.SSLMethod, output_dir: Path, steps: int = 
 
 
 # Methods whose loss is a sum of named terms, logged beside the loss.
-METHODS_WITH_LOSS_TERMS = {"barlowtwins", "dinov2", "ibot", "mmcr", "msn", "pmsn", "vicreg"}
+METHODS_WITH_LOSS_TERMS = {"barlowtwins", "dinov2", "ibot", "mmcr", "msn", "pmsn", "vicreg", "vicregl"}
 
 
 @pytest.mark.parametrize(("name", "backbone"), METHOD_BACKBONES)

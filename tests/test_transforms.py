@@ -14,6 +14,7 @@ from ssl_hub.transforms import (
     BYOLTransform,
     BYOLView1Transform,
     MultiViewTransform,
+    RandomResizedCropAndFlip,
     SimCLRTransform,
     SimCLRViewTransform,
     SimSiamTransform,
@@ -130,6 +131,8 @@ def crop_interpolations(transform: object) -> set[InterpolationMode]:
     """The interpolation of every random resized crop inside ``transform`` (nested Composes and view lists)."""
     if isinstance(transform, v2.RandomResizedCrop):
         return {transform.interpolation}
+    if isinstance(transform, RandomResizedCropAndFlip):
+        return {transform.crop.interpolation}
     children = getattr(transform, "transforms", [])
     return set().union(*(crop_interpolations(child) for child in children)) if children else set()
 

@@ -25,3 +25,4 @@ from ssl_hub.losses.swav import SwaVLoss as SwaVLoss
 from ssl_hub.losses.swav import sinkhorn as sinkhorn
 from ssl_hub.losses.tico import TiCoLoss as TiCoLoss
 from ssl_hub.losses.vicreg import VICRegLoss as VICRegLoss
+from ssl_hub.losses.vicregl import VICRegLLoss as VICRegLLoss

@@ -53,3 +53,5 @@ from ssl_hub.methods.tico import TiCo as TiCo
 from ssl_hub.methods.tico import TiCoConfig as TiCoConfig
 from ssl_hub.methods.vicreg import VICReg as VICReg
 from ssl_hub.methods.vicreg import VICRegConfig as VICRegConfig
+from ssl_hub.methods.vicregl import VICRegL as VICRegL
+from ssl_hub.methods.vicregl import VICRegLConfig as VICRegLConfig

@@ -125,3 +125,28 @@ def select_most_similar(x: torch.Tensor, y: torch.Tensor, y_values: torch.Tensor
     similarity = F.normalize(x, dim=2) @ F.normalize(y, dim=2).transpose(1, 2)  # (B, N, M)
     index = similarity.argmax(dim=2)  # (B, N)
     return torch.gather(y_values, 1, index.unsqueeze(2).expand(-1, -1, y_values.shape[2]))  # (B, N, D)
+
+
+def location_grid(locations: torch.Tensor, height: int, width: int) -> torch.Tensor:
+    """Where the cells of a ``height x width`` feature map of each located view lie in its image (VICRegL's grid).
+
+    Args:
+        locations: ``(B, 5)`` view locations from :class:`~ssl_hub.transforms.RandomResizedCropAndFlip`: the crop's
+            top, left, height and width in pixels of the image, and 1.0 for a flipped view.
+        height: Rows of the feature map.
+        width: Columns of the feature map.
+
+    Returns:
+        ``(B, height, width, 2)``: the (row, column) image coordinates of each cell's centre, the crop split into
+        equal cells; a flipped view's columns mirrored, since its map sees the crop mirrored.
+    """
+    if locations.ndim != 2 or locations.shape[1] != 5:
+        raise ValueError(f"location_grid expects (B, 5) view locations, got {tuple(locations.shape)}.")
+    top, left, crop_height, crop_width, flipped = locations.unbind(dim=1)  # (B,) each
+    rows = (torch.arange(height, device=locations.device, dtype=locations.dtype) + 0.5) / height  # (H,)
+    columns = (torch.arange(width, device=locations.device, dtype=locations.dtype) + 0.5) / width  # (W,)
+    columns = torch.where(flipped[:, None] > 0.5, 1.0 - columns, columns)  # (B, W)
+    y = top[:, None] + crop_height[:, None] * rows  # (B, H)
+    x = left[:, None] + crop_width[:, None] * columns  # (B, W)
+    y, x = torch.broadcast_tensors(y[:, :, None], x[:, None, :])  # (B, H, W) each
+    return torch.stack([y, x], dim=-1)  # (B, H, W, 2)

@@ -9,6 +9,8 @@ from ssl_hub.transforms.densecl import DenseCLTransform as DenseCLTransform
 from ssl_hub.transforms.dino import DINOTransform as DINOTransform
 from ssl_hub.transforms.ibot import IBOTTransform as IBOTTransform
 from ssl_hub.transforms.ijepa import IJEPATransform as IJEPATransform
+from ssl_hub.transforms.located_crop import LocatedViewTransform as LocatedViewTransform
+from ssl_hub.transforms.located_crop import RandomResizedCropAndFlip as RandomResizedCropAndFlip
 from ssl_hub.transforms.mae import MAETransform as MAETransform
 from ssl_hub.transforms.mmcr import MMCRTransform as MMCRTransform
 from ssl_hub.transforms.moco import MoCoV2Transform as MoCoV2Transform
@@ -28,4 +30,6 @@ from ssl_hub.transforms.tico import TiCoView1Transform as TiCoView1Transform
 from ssl_hub.transforms.tico import TiCoView2Transform as TiCoView2Transform
 from ssl_hub.transforms.vicreg import VICRegTransform as VICRegTransform
 from ssl_hub.transforms.vicreg import VICRegViewTransform as VICRegViewTransform
+from ssl_hub.transforms.vicregl import VICRegLTransform as VICRegLTransform
+from ssl_hub.transforms.view import photometric_augmentation as photometric_augmentation
 from ssl_hub.transforms.view import view_augmentation as view_augmentation

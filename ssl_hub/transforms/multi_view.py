@@ -17,14 +17,15 @@ class MultiViewTransform:
     """Apply each of ``transforms`` to the same image and return the views in that order.
 
     Args:
-        transforms: One callable per view.
+        transforms: One callable per view: image -> view tensor (or, for located views, ``(view, location)``,
+            which :class:`~ssl_hub.transforms.VICRegLTransform` returns as views then locations).
         input_size: Side of the (largest) view in pixels; recorded as the model's input size when published.
         normalize: ``{"mean": ..., "std": ...}`` the views are normalised with, or ``None``.
     """
 
     def __init__(
         self,
-        transforms: Sequence[Callable[[Any], torch.Tensor]],
+        transforms: Sequence[Callable[[Any], Any]],
         input_size: int | None = None,
         normalize: dict[str, tuple[float, ...]] | None = None,
     ) -> None:
