@@ -39,7 +39,21 @@ def gather(tensor: torch.Tensor) -> torch.Tensor:
     """
     if not is_distributed():
         return tensor
-    return torch.cat(dist_fn.all_gather(tensor), dim=0)
+    return _ContiguousGradient.apply(torch.cat(dist_fn.all_gather(tensor), dim=0))
+
+
+class _ContiguousGradient(torch.autograd.Function):
+    """Identity whose backward makes the gradient contiguous. ``torch.distributed.nn``'s all-gather sends the slices
+    of the gradient that reach it as they are, and on gloo a strided slice (the gradient of a transposed product, as
+    VICRegL's per-location covariance gives) comes back wrong: measured in ``tests/test_gathered_losses.py``."""
+
+    @staticmethod
+    def forward(ctx: torch.autograd.function.FunctionCtx, tensor: torch.Tensor) -> torch.Tensor:
+        return tensor.view_as(tensor)
+
+    @staticmethod
+    def backward(ctx: torch.autograd.function.FunctionCtx, grad: torch.Tensor) -> torch.Tensor:
+        return grad.contiguous()
 
 
 @torch.no_grad()

@@ -1,5 +1,5 @@
-"""DCL, DCLW, Barlow Twins, VICReg, TiCo and MMCR with ``gather_distributed`` on 2 gloo processes equal the loss of the
-global batch in one process.
+"""DCL, DCLW, Barlow Twins, VICReg, VICRegL, TiCo and MMCR with ``gather_distributed`` on 2 gloo processes equal the
+loss of the global batch in one process.
 
 All losses run in one spawn (each spawned process imports ssl_hub, which dominates the cost). On every rank a loss
 sees its half of a batch; the mean of the ranks' losses must be the single-process loss of the whole batch, and each
@@ -21,7 +21,7 @@ import torch.distributed as dist
 import torch.multiprocessing as mp
 from torch import nn
 
-from ssl_hub.losses import BarlowTwinsLoss, DCLLoss, DCLWLoss, MMCRLoss, TiCoLoss, VICRegLoss
+from ssl_hub.losses import BarlowTwinsLoss, DCLLoss, DCLWLoss, MMCRLoss, TiCoLoss, VICRegLLoss, VICRegLoss
 
 WORLD_SIZE = 2
 Batch = tuple[torch.Tensor, torch.Tensor]
@@ -49,6 +49,30 @@ class TwoViewMMCR(nn.Module):
         return self.loss(torch.stack([z_a, z_b], dim=1))  # (B, 2, D)
 
 
+class TwoViewVICRegL(nn.Module):
+    """VICRegLLoss of the two batches as two global views, each with a 1 x 3 map made from its embedding: the
+    matches by embedding and by position (fixed positions, shifted between the views) pair different locations."""
+
+    def __init__(self, gather_distributed: bool) -> None:
+        super().__init__()
+        self.loss = VICRegLLoss(
+            lambda_param=3.0,
+            mu_param=2.0,
+            nu_param=0.5,
+            alpha=0.6,
+            num_matches=(2, 1),
+            gather_distributed=gather_distributed,
+        )
+
+    def forward(self, z_a: torch.Tensor, z_b: torch.Tensor) -> torch.Tensor:
+        features = [
+            (z, torch.stack([z, z.roll(1, dims=1), z**2], dim=1).unsqueeze(1)) for z in (z_a, z_b)
+        ]  # (B, 1, 3, D)
+        positions = torch.tensor([[0.0, 0.0], [0.0, 1.0], [0.0, 2.0]], dtype=z_a.dtype)  # (3, 2)
+        grids = [(positions + shift).expand(z_a.shape[0], 1, 3, 2) for shift in (0.0, 0.6)]
+        return self.loss(features, grids)
+
+
 # name -> (loss factory, batches); TiCo runs 3 steps so that its running covariance carries over.
 CASES: dict[str, tuple[Callable[[bool], nn.Module], list[Batch]]] = {
     "dcl": (lambda gather: DCLLoss(temperature=0.3, gather_distributed=gather), batches(1, seed=1)),
@@ -60,6 +84,7 @@ CASES: dict[str, tuple[Callable[[bool], nn.Module], list[Batch]]] = {
     ),
     "tico": (lambda gather: TiCoLoss(beta=0.8, rho=4.0, gather_distributed=gather), batches(3, seed=5)),
     "mmcr": (TwoViewMMCR, batches(1, seed=6)),
+    "vicregl": (TwoViewVICRegL, batches(1, seed=7)),
 }
 
 
