@@ -57,6 +57,7 @@ CPU_BUDGET_KWARGS: dict[str, dict[str, Any]] = {
     # 8192-wide projectors make one CPU step 7-14x a resnet18 step: LightlySSL's CIFAR heads are 2048 wide
     "barlowtwins": {"projection_hidden_dim": 2048, "projection_output_dim": 2048},
     "vicreg": {"projection_hidden_dim": 2048, "projection_output_dim": 2048},
+    "vicregl": {"projection_hidden_dim": 2048, "projection_output_dim": 2048},
     "mmcr": {"projection_hidden_dim": 2048},
     # queues / support sets no larger than the data (65536 would hold mostly random or stale keys); MoCo v2's and
     # DenseCL's constant key-encoder momentum at 0.99, as LightlySSL's CIFAR-10 benchmark: at 0.999 the key encoder

@@ -50,6 +50,11 @@ centering only (LightlySSL has no Sinkhorn-Knopp teacher normalisation).
 #   own, MMCRLoss on the (B, k, D) stacks; LightlySSL's MMCRLoss does not L2-normalise the embeddings (the official
 #   code does, and ours) and takes the per-image nuclear norms over online and momentum views (official: online);
 #   MMCRTransform makes every view BYOL's first view (official and ours: alternately the first and the second).
+# - vicregl: as examples/pytorch/vicregl.py: VICRegLTransform with no local views (ours: 6), its crop scales (global
+#   20-100 %, official and ours 40-100 %) and grids of the backbone's map size (the example's fixed 7 x 7 fits 224 px);
+#   BarlowTwinsProjectionHead on the pooled map and VicRegLLocalProjectionHead (LayerNorm; official and ours: batch
+#   norm for ResNets) at each location of timm's ``forward_features`` (a CNN's map); VICRegLLoss, which keeps only
+#   ``num_matches`` of the matches by embedding distance too (official and ours: all).
 # - densecl: the example's ``forward_momentum`` runs the *query* encoder (``self.backbone``, the online heads) - a
 #   bug; here the key encoder is the momentum copy, as DenseCL specifies. Global and dense heads are
 #   DenseCLProjectionHead (the dense one applied to (B, H*W, C) tokens, a 1x1 convolution); global features are
@@ -167,6 +172,7 @@ from lightly.loss import (
     PMSNLoss,
     SwaVLoss,
     TiCoLoss,
+    VICRegLLoss,
     VICRegLoss,
 )
 from lightly.models import utils as lightly_utils
@@ -196,7 +202,12 @@ from lightly.models.modules import (
     SwaVProjectionHead,
     SwaVPrototypes,
 )
-from lightly.models.modules.heads import MSNProjectionHead, TiCoProjectionHead, VICRegProjectionHead
+from lightly.models.modules.heads import (
+    MSNProjectionHead,
+    TiCoProjectionHead,
+    VicRegLLocalProjectionHead,
+    VICRegProjectionHead,
+)
 from lightly.models.modules.masked_vision_transformer_timm import init_weights
 from lightly.models.modules.memory_bank import MemoryBankModule
 from lightly.models.utils import deactivate_requires_grad, update_momentum
@@ -218,6 +229,7 @@ from lightly.transforms import (
     TiCoTransform,
     TiCoView1Transform,
     TiCoView2Transform,
+    VICRegLTransform,
     VICRegTransform,
 )
 from lightly.transforms.aim_transform import AIMTransform
@@ -280,6 +292,8 @@ from ssl_hub.methods import (
     TiCoConfig,
     VICReg,
     VICRegConfig,
+    VICRegL,
+    VICRegLConfig,
 )
 from ssl_hub.methods.msn import check_msn_views
 from ssl_hub.modules.multi_crop import crop_size_multiple, dynamic_size_backbone
@@ -940,6 +954,63 @@ class LightlyDenseCL(LightlyReference):
         ]
         momentum = self.config.momentum
         return [*super().callbacks(), LightlyMomentumCallback(pairs, momentum, momentum)]
+
+
+class LightlyVICRegL(LightlyReference):
+    """VICRegL as LightlySSL's example, on a CNN's ``(B, C, H, W)`` feature map (timm's ``forward_features``)."""
+
+    name = "lightly-vicregl"
+    display_name = "VICRegL (LightlySSL)"
+    ours = VICRegL
+    config_class = VICRegLConfig
+    transform_class = VICRegLTransform
+    paper = VICRegL.paper
+    config: VICRegLConfig
+
+    def __init__(self, backbone: str | nn.Module, config: VICRegLConfig | None = None, **kwargs: Any) -> None:
+        super().__init__(backbone, config, **kwargs)
+        cfg = self.config
+        dense_dim = int(getattr(self.backbone, "num_features", self.feature_dim))  # channels of forward_features
+        self.projection_head = BarlowTwinsProjectionHead(
+            self.feature_dim, cfg.projection_hidden_dim, cfg.projection_output_dim
+        )
+        self.local_projection_head = VicRegLLocalProjectionHead(
+            dense_dim, cfg.local_projection_hidden_dim, cfg.local_projection_output_dim
+        )
+        self.pool = nn.AdaptiveAvgPool2d((1, 1))
+        self.criterion = VICRegLLoss(
+            lambda_param=cfg.lambda_param,
+            mu_param=cfg.mu_param,
+            nu_param=cfg.nu_param,
+            alpha=cfg.alpha,
+            gather_distributed=cfg.gather_distributed,
+            eps=cfg.eps,
+            num_matches=(cfg.global_view_matches, cfg.other_view_matches),
+        )
+
+    def make_transform(self, input_size: int = 224, **kwargs: Any) -> ViewTransform:
+        """The example's ``VICRegLTransform(n_local_views=0)``, its grids as fine as the backbone's map."""
+        stride = crop_size_multiple(self.backbone)
+        kwargs.setdefault("global_crop_size", input_size)
+        kwargs.setdefault("global_grid_size", math.ceil(kwargs["global_crop_size"] / stride))
+        kwargs.setdefault("n_local_views", 0)
+        return VICRegLTransform(**kwargs)
+
+    def forward(self, views: Sequence[Tensor]) -> SSLMethodOutput:
+        images, grids = views[: len(views) // 2], views[len(views) // 2 :]  # the transform's views, then grids
+        check_multi_crop(images, type(self).__name__)
+        features = []
+        for image in images:
+            maps = self.backbone.forward_features(image)  # (B, C, H, W)
+            embedding = self.projection_head(self.pool(maps).flatten(start_dim=1))  # (B, D)
+            features.append((embedding, self.local_projection_head(maps.permute(0, 2, 3, 1))))  # (B, H, W, D')
+        loss = self.criterion(
+            global_view_features=features[:2],
+            global_view_grids=grids[:2],
+            local_view_features=features[2:] or None,
+            local_view_grids=grids[2:] or None,
+        )
+        return SSLMethodOutput(loss=loss.squeeze(0))
 
 
 # ---------------------------------------------------------------------------------------------------------------------
@@ -1764,6 +1835,7 @@ REFERENCES: tuple[type[LightlyReference], ...] = (
     LightlySwaV,
     LightlyTiCo,
     LightlyVICReg,
+    LightlyVICRegL,
 )
 
 # ssl_hub registry name -> factory(timm backbone name) -> the LightlySSL reference of that method.
