@@ -253,6 +253,8 @@ def test_transform_defaults_are_the_official_codes() -> None:
     assert [c.scale for c in crops] == [(0.4, 1.0)] * 2 + [(0.08, 0.4)] * 6
     with pytest.raises(ValueError, match="gaussian_blur"):
         VICRegLTransform(gaussian_blur=(1.0, 0.5, 0.1))
+    no_blur = VICRegLTransform(crop_sizes=(32, 16), gaussian_blur=0.0)  # one number: every crop (CIFAR-size recipes)
+    assert all("RandomApply(p=0.0, GaussianBlur" in repr(t) for t in no_blur.transforms)
     with pytest.raises(ValueError, match="hf_prob"):
         VICRegLTransform(hf_prob=2.0)
 

@@ -41,9 +41,10 @@ class VICRegLTransform(MultiViewTransform):
         cj_sat: Saturation jitter factor.
         cj_hue: Hue jitter factor.
         random_gray_scale: Probability of converting to grayscale.
-        gaussian_blur: Probability of Gaussian blur of the first, third, ... crop of each category and of the others.
+        gaussian_blur: Probability of Gaussian blur of the first, third, ... crop of each category and of the others;
+            one number for all crops.
         solarization_prob: Probability of solarization of the first, third, ... crop of each category and of the
-            others.
+            others; one number for all crops.
         kernel_size: Blur kernel side; ``None`` for :func:`~ssl_hub.transforms.multi_view.blur_kernel_size`.
         sigmas: Range of the blur's standard deviation.
         normalize: ``{"mean", "std"}`` to normalise with, or ``None``.
@@ -66,8 +67,8 @@ class VICRegLTransform(MultiViewTransform):
         cj_sat: float = 0.2,
         cj_hue: float = 0.1,
         random_gray_scale: float = 0.2,
-        gaussian_blur: tuple[float, float] = (1.0, 0.1),
-        solarization_prob: tuple[float, float] = (0.0, 0.2),
+        gaussian_blur: float | Sequence[float] = (1.0, 0.1),
+        solarization_prob: float | Sequence[float] = (0.0, 0.2),
         kernel_size: int | None = None,
         sigmas: tuple[float, float] = (0.1, 2.0),
         normalize: dict[str, tuple[float, ...]] | None = IMAGENET_NORMALIZE,
@@ -83,9 +84,10 @@ class VICRegLTransform(MultiViewTransform):
             crop_min_scales=crop_min_scales,
             crop_max_scales=crop_max_scales,
         )
-        for name, values in [("gaussian_blur", gaussian_blur), ("solarization_prob", solarization_prob)]:
-            if len(values) != 2:
-                raise ValueError(f"{owner}: {name} takes two probabilities (first view, second view), got {values}.")
+        blurs, solarizations = (
+            _per_view(owner, name, value)
+            for name, value in [("gaussian_blur", gaussian_blur), ("solarization_prob", solarization_prob)]
+        )
         views: list[LocatedViewTransform] = []
         for size, count, min_scale, max_scale in zip(sizes, crop_counts, crop_min_scales, crop_max_scales, strict=True):
             check_positive_int("crop_counts", count, owner, minimum=0)
@@ -112,7 +114,7 @@ class VICRegLTransform(MultiViewTransform):
                         normalize=normalize,
                     ),
                 )
-                for blur, solarization in zip(gaussian_blur, solarization_prob, strict=True)
+                for blur, solarization in zip(blurs, solarizations, strict=True)
             )
             views.extend(first if index % 2 == 0 else second for index in range(count))
         super().__init__(views, input_size=sizes[0], normalize=normalize)
@@ -120,3 +122,11 @@ class VICRegLTransform(MultiViewTransform):
     def __call__(self, image: Any) -> list[torch.Tensor]:
         located = [view(image) for view in self.transforms]  # (view (C, H, W), location (5,)) each
         return [view for view, _ in located] + [location for _, location in located]
+
+
+def _per_view(owner: str, name: str, value: float | Sequence[float]) -> tuple[float, float]:
+    """``value`` as (first view, second view) probabilities: one number for both, or two."""
+    values = (value, value) if isinstance(value, int | float) else tuple(value)
+    if len(values) != 2:
+        raise ValueError(f"{owner}: {name} takes one probability or two (first view, second view), got {value}.")
+    return float(values[0]), float(values[1])
