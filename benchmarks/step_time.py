@@ -123,7 +123,8 @@ def make_steps(
     bare = copy.deepcopy(method.backbone).requires_grad_(True)
     bare_optimizer = torch.optim.SGD(bare.parameters(), lr=1e-3, momentum=0.9)
     autocast = torch.autocast(device.type, dtype=torch.bfloat16, enabled=args.bf16)
-    same_size_batches = [torch.cat(group) for group in group_by_shape(views)]  # the bare model's best batching
+    images = [v for v in views if v.ndim == 4]  # VICRegL's views also carry their (B, 5) locations
+    same_size_batches = [torch.cat(group) for group in group_by_shape(images)]  # the bare model's best batching
 
     def bare_step() -> None:
         with autocast:
