@@ -129,7 +129,13 @@ def test_paper_defaults() -> None:
         "eps": 1e-4,
     }
     head_defaults = {k: p.default for k, p in inspect.signature(VICRegProjectionHead).parameters.items()}
-    assert head_defaults == {"input_dim": 2048, "hidden_dim": 8192, "output_dim": 8192, "num_layers": 3}
+    assert head_defaults == {
+        "input_dim": 2048,
+        "hidden_dim": 8192,
+        "output_dim": 8192,
+        "num_layers": 3,
+        "norm_layer": torch.nn.BatchNorm1d,
+    }
     config = VICRegConfig()
     assert (config.lambda_param, config.mu_param, config.nu_param, config.eps) == (25.0, 25.0, 1.0, 1e-4)
     assert (config.projection_hidden_dim, config.projection_output_dim, config.projection_num_layers) == (8192, 8192, 3)

@@ -306,9 +306,49 @@ def test_defaults_are_the_official_codes() -> None:
     assert [t.crop_and_flip.crop.size for t in transform.transforms] == [(224, 224)] * 2 + [(96, 96)] * 6
 
 
+def hidden_norms(head: torch.nn.Module) -> list[type[torch.nn.Module]]:
+    return [type(m) for m in head.modules() if isinstance(m, torch.nn.LayerNorm | torch.nn.BatchNorm1d)]
+
+
+@pytest.mark.parametrize(
+    ("backbone", "projection_norm", "expected"),
+    [
+        ("test_resnet", "auto", torch.nn.BatchNorm1d),  # official: batch norm for ResNets
+        ("test_convnext", "auto", torch.nn.LayerNorm),  # and layer norm for ConvNeXt
+        ("test_vit", "auto", torch.nn.LayerNorm),
+        ("test_convnext", "batch", torch.nn.BatchNorm1d),
+        ("test_resnet", "layer", torch.nn.LayerNorm),
+    ],
+)
+def test_expanders_normalise_as_the_official_code_for_the_backbone(
+    backbone: str, projection_norm: str, expected: type[torch.nn.Module]
+) -> None:
+    torch.manual_seed(0)
+    method = ssl_hub.create_method("vicregl", backbone=backbone, projection_norm=projection_norm, **SMALL)
+    assert hidden_norms(method.projection_head) == [expected] * 2
+    assert hidden_norms(method.local_projection_head) == [expected] * 2
+    linears = [m for m in method.local_projection_head.modules() if isinstance(m, torch.nn.Linear)]
+    # a bias before batch norm would be cancelled by its centring, before layer norm it is not
+    assert [m.bias is not None for m in linears[:2]] == [expected is torch.nn.LayerNorm] * 2
+    views = transform_batch(method.make_transform(64))
+    optimizer = torch.optim.SGD(method.parameters(), lr=0.1)
+    before = [p.detach().clone() for p in method.local_projection_head.parameters()]
+    loss = method(views=views).loss
+    loss.backward()
+    optimizer.step()
+    assert torch.isfinite(loss)
+    assert all(not torch.equal(a, b) for a, b in zip(before, method.local_projection_head.parameters(), strict=True))
+
+
 @pytest.mark.parametrize(
     ("argument", "value"),
-    [("alpha", 1.2), ("lambda_param", -1.0), ("global_view_matches", 0), ("local_projection_num_layers", 1)],
+    [
+        ("projection_norm", "group"),
+        ("alpha", 1.2),
+        ("lambda_param", -1.0),
+        ("global_view_matches", 0),
+        ("local_projection_num_layers", 1),
+    ],
 )
 def test_bad_hyperparameters_fail_at_construction_naming_the_argument(argument: str, value: float) -> None:
     with pytest.raises(ValueError, match=argument):

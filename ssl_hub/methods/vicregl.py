@@ -14,6 +14,7 @@ from typing import Any
 
 import torch
 from torch import nn
+from torch.nn.modules.batchnorm import _BatchNorm
 
 from ssl_hub._validation import check_non_negative, check_positive_int, check_probability
 from ssl_hub.heads import VICRegProjectionHead
@@ -31,6 +32,8 @@ from ssl_hub.transforms.located_crop import LOCATION_SIZE
 from ssl_hub.transforms.multi_crop import local_crop_size
 from ssl_hub.transforms.multi_view import MultiViewTransform
 from ssl_hub.transforms.vicregl import VICRegLTransform
+
+PROJECTION_NORMS = ("auto", "batch", "layer")
 
 PAPER = Paper(
     title="VICRegL: Self-Supervised Learning of Local Visual Features",
@@ -66,6 +69,9 @@ class VICRegLConfig(MethodConfig):
             feature map (512).
         local_projection_output_dim: Embedding width of the local loss (512).
         local_projection_num_layers: Linear layers of that expander (3).
+        projection_norm: Normalisation of both expanders' hidden layers: ``"batch"``, ``"layer"`` or ``"auto"``
+            (the default: layer norm for a backbone that normalises with layer norm only, as ConvNeXt and ViTs, batch
+            norm otherwise, as the official code chooses for ConvNeXt and ResNets).
         gather_distributed: Variance and covariance over all ranks under multi-process training, as the official
             code does.
     """
@@ -83,6 +89,7 @@ class VICRegLConfig(MethodConfig):
     local_projection_hidden_dim: int = 512
     local_projection_output_dim: int = 512
     local_projection_num_layers: int = 3
+    projection_norm: str = "auto"
     gather_distributed: bool = True
 
     def validate(self) -> None:
@@ -100,6 +107,10 @@ class VICRegLConfig(MethodConfig):
             check_positive_int(name, getattr(self, name), "VICRegL")
         check_positive_int("projection_num_layers", self.projection_num_layers, "VICRegL", minimum=2)
         check_positive_int("local_projection_num_layers", self.local_projection_num_layers, "VICRegL", minimum=2)
+        if self.projection_norm not in PROJECTION_NORMS:
+            raise ValueError(
+                f"VICRegL: projection_norm must be one of {PROJECTION_NORMS}, got {self.projection_norm!r}."
+            )
 
 
 @register_method
@@ -111,9 +122,9 @@ class VICRegL(SSLMethod):
     its pooled features (what the published model returns) and its feature map (``forward_dense_features``: CNNs,
     ConvNeXt, the patch tokens of ViTs). ``projection_head`` embeds the pooled features, ``local_projection_head``
     each location of the map; :func:`~ssl_hub.modules.location_grid` places the map's cells in the image.
-    A head whose loss has no weight (``alpha`` 0 or 1) is not built, as in the official code.
-    Not reproduced: the official ten-times-lower learning rate of the local expander (``--maps-lr-ratio``) and its
-    LayerNorm for ConvNeXt (batch norm here, as for ResNets).
+    A head whose loss has no weight (``alpha`` 0 or 1) is not built, as in the official code. (The official
+    ``--maps-lr-ratio`` lowers the rate of parameters named ``maps_classifier``, which its model does not have: the
+    local expander trains at the rate of the rest, here too.)
     """
 
     name = "vicregl"
@@ -128,9 +139,14 @@ class VICRegL(SSLMethod):
         cfg = self.config
         self.backbone = dynamic_size_backbone(self.backbone)
         dense_dim = dense_feature_dim(self.backbone, "VICRegL")
+        norm_layer = {"batch": nn.BatchNorm1d, "layer": nn.LayerNorm}[resolve_projection_norm(cfg, self.backbone)]
         self.projection_head = (
             VICRegProjectionHead(
-                self.feature_dim, cfg.projection_hidden_dim, cfg.projection_output_dim, cfg.projection_num_layers
+                self.feature_dim,
+                cfg.projection_hidden_dim,
+                cfg.projection_output_dim,
+                cfg.projection_num_layers,
+                norm_layer,
             )
             if cfg.alpha > 0
             else None
@@ -141,6 +157,7 @@ class VICRegL(SSLMethod):
                 cfg.local_projection_hidden_dim,
                 cfg.local_projection_output_dim,
                 cfg.local_projection_num_layers,
+                norm_layer,
             )
             if cfg.alpha < 1
             else None
@@ -161,7 +178,7 @@ class VICRegL(SSLMethod):
         pooled, dense_map = forward_dense_features(self.backbone, images)  # (B, D_backbone), (B, C, H, W)
         cells = dense_map.permute(0, 2, 3, 1)  # (B, H, W, C)
         embedding = pooled if self.projection_head is None else self.projection_head(pooled)
-        if self.local_projection_head is not None:  # batch norm over every location of the batch, as the official code
+        if self.local_projection_head is not None:  # batch norm: over every location of the batch, as officially
             cells = self.local_projection_head(cells.flatten(0, 2)).unflatten(0, cells.shape[:3])  # (B, H, W, D')
         return embedding, cells
 
@@ -181,6 +198,16 @@ class VICRegL(SSLMethod):
         """:class:`VICRegLTransform` with global crops of ``input_size`` px and local crops scaled to them."""
         kwargs.setdefault("crop_sizes", (input_size, local_crop_size(input_size, crop_size_multiple(self.backbone))))
         return super().make_transform(input_size, **kwargs)
+
+
+def resolve_projection_norm(config: VICRegLConfig, backbone: nn.Module) -> str:
+    """``config.projection_norm``, with ``"auto"`` resolved for ``backbone``: ``"layer"`` if it normalises with layer
+    norm and never with batch norm (ConvNeXt, ViTs), else ``"batch"`` (ResNets, EfficientNets...)."""
+    if config.projection_norm != "auto":
+        return config.projection_norm
+    norms = [m for m in backbone.modules() if isinstance(m, nn.LayerNorm | _BatchNorm)]
+    layer_norm_only = bool(norms) and all(isinstance(m, nn.LayerNorm) for m in norms)
+    return "layer" if layer_norm_only else "batch"
 
 
 def split_located_views(
