@@ -12,6 +12,7 @@ from conftest import random_images
 from PIL import Image
 
 from ssl_hub.data import (
+    ArrayImageDataset,
     EmptyDatasetError,
     ImageDataset,
     ImageFolderDataset,
@@ -128,6 +129,55 @@ def test_views_dataset_fails_clearly_when_nothing_is_readable(tmp_path: Path) ->
     views = MultiViewDataset(ImageFolderDataset(tmp_path), SimCLRTransform(input_size=16))
     with pytest.raises(UnreadableImageError, match="none of its 2 images"):
         views[0]
+
+
+def seeded_views(seed: int | None = 3) -> MultiViewDataset:
+    same_image = np.repeat(random_images(1, 16), 3, axis=0)  # three copies: only the index tells them apart
+    return MultiViewDataset(ArrayImageDataset(same_image), SimCLRTransform(input_size=16), seed=seed)
+
+
+def test_seeded_views_follow_seed_epoch_and_index_only_and_leave_the_global_generator_alone() -> None:
+    views = seeded_views()
+    torch.manual_seed(0)
+    first = views[1]["views"]
+    state = torch.get_rng_state()
+    _ = views[0], views[2]  # other draws in between
+    assert torch.equal(torch.get_rng_state(), state)  # the process's generator is as it was
+    torch.manual_seed(99)
+    assert all(torch.equal(a, b) for a, b in zip(views[1]["views"], first, strict=True))
+    assert not torch.equal(views[0]["views"][0], first[0])  # the same image at another index
+    assert not torch.equal(seeded_views(seed=4)[1]["views"][0], first[0])
+    views.set_epoch(1)
+    assert not torch.equal(views[1]["views"][0], first[0])
+    unseeded = seeded_views(seed=None)  # draws from the process's generator, as before seeds existed
+    torch.manual_seed(0)
+    assert not torch.equal(unseeded[1]["views"][0], unseeded[1]["views"][0])
+
+
+def test_set_epoch_reaches_persistent_dataloader_workers() -> None:
+    """A persistent worker keeps its copy of the dataset across epochs; the epoch is shared memory, so the views it
+    draws after ``set_epoch`` are the epoch's, the same as drawn in this process."""
+    views = seeded_views()
+    expected = []
+    for epoch in (0, 1):
+        views.set_epoch(epoch)
+        expected.append(collate_views([views[i] for i in range(len(views))])["views"])
+    views.set_epoch(0)
+    loader = torch.utils.data.DataLoader(
+        views,
+        batch_size=len(views),
+        num_workers=1,
+        persistent_workers=True,
+        multiprocessing_context="spawn",  # forking after torch started its threads deadlocks here
+        collate_fn=collate_views,
+    )
+    drawn = []
+    for epoch in (0, 1):
+        views.set_epoch(epoch)
+        drawn.append(next(iter(loader))["views"])
+    for batch, reference in zip(drawn, expected, strict=True):
+        assert all(torch.equal(a, b) for a, b in zip(batch, reference, strict=True))
+    assert not torch.equal(expected[0][0], expected[1][0])
 
 
 def test_hf_dataset_with_image_column_and_a_corrupt_row() -> None:

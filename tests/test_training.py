@@ -374,11 +374,14 @@ def test_a_lars_without_weight_decay_trains_when_told_to_adapt_every_rate(tmp_pa
     assert all(group["always_adapt"] for group in result.trainer.optimizer.optimizer.param_groups)
 
 
-def test_a_run_resumed_from_a_checkpoint_ends_as_the_uninterrupted_run_with_a_timm_optimizer(tmp_path: Path) -> None:
+@pytest.mark.parametrize("checkpoint", [1, 2])  # mid-epoch, and at the first epoch's end
+def test_a_run_resumed_from_a_checkpoint_ends_as_the_uninterrupted_run_with_a_timm_optimizer(
+    tmp_path: Path, checkpoint: int
+) -> None:
     """The Trainer checkpoints the timm optimizer's state (LARS's momentum buffers) and the schedule with the weights:
-    resuming at step 2 of 4 ends on the weights of the run that was never interrupted. Step 2 ends the first epoch;
-    mid-epoch the Trainer restores the random state only after drawing the first resumed batch, so the augmentations
-    from there on differ."""
+    resuming at step 1 or 2 of 4 ends on the weights of the run that was never interrupted. Step 2 ends the first
+    epoch. Mid-epoch the Trainer restores the random state only after drawing the first resumed batch; the views are
+    the same because each image's are drawn from (seed, epoch, index), not from the process's random state."""
     images = ArrayImageDataset(random_images(16, 32))  # two steps of 8 per epoch
 
     def train(output_dir: Path, resume_from: Path | None = None) -> dict[str, torch.Tensor]:
@@ -389,7 +392,7 @@ def test_a_run_resumed_from_a_checkpoint_ends_as_the_uninterrupted_run_with_a_ti
             max_steps=4,
             learning_rate=0.5,
             save_strategy="steps",
-            save_steps=2,
+            save_steps=1,
             timm_optimizer="lars",
             timm_optimizer_kwargs={"trust_coeff": 0.02},
         )
@@ -405,7 +408,7 @@ def test_a_run_resumed_from_a_checkpoint_ends_as_the_uninterrupted_run_with_a_ti
         return {name: value.detach().clone() for name, value in method.named_parameters()}
 
     uninterrupted = train(tmp_path / "whole")
-    resumed = train(tmp_path / "resumed", resume_from=tmp_path / "whole" / "checkpoint-2")
+    resumed = train(tmp_path / "resumed", resume_from=tmp_path / "whole" / f"checkpoint-{checkpoint}")
     torch.manual_seed(0)
     initial = dict(ssl_hub.create_method("simclr", "test_resnet").named_parameters())
     for name, value in uninterrupted.items():

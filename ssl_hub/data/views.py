@@ -6,6 +6,7 @@ import logging
 from collections.abc import Callable, Sequence
 from typing import Any
 
+import numpy as np
 import torch
 from torch.utils.data import Dataset
 
@@ -22,15 +23,31 @@ class MultiViewDataset(Dataset[dict[str, Any]]):
     :attr:`skipped`, and the next readable image takes its place. Only when no image at all can be read does this
     raise.
 
+    With a ``seed``, each item's augmentation draws from torch's generator seeded from (seed, epoch, index), and
+    leaves the generator of the process as it found it: an image's views in an epoch are the same whichever process,
+    DataLoader worker or order draws them, so a run resumed mid-epoch sees the views of the run it continues, and
+    any number of workers or ranks the same views. :meth:`set_epoch` (called by
+    :class:`~ssl_hub.training.callbacks.DatasetEpochCallback`) reaches workers already started, persistent ones too.
+
     Args:
         source: Anything :class:`~ssl_hub.data.sources.ImageDataset` accepts.
-        transform: Image -> list of view tensors (a method's ``make_transform()``).
+        transform: Image -> list of view tensors (a method's ``make_transform()``), drawing its randomness from
+            torch's default generator (as torchvision's transforms do).
+        seed: Seed of the augmentations; ``None`` draws them from the process's generator as it stands.
     """
 
-    def __init__(self, source: Any, transform: Callable[[Any], Sequence[torch.Tensor]]) -> None:
+    def __init__(
+        self, source: Any, transform: Callable[[Any], Sequence[torch.Tensor]], seed: int | None = None
+    ) -> None:
         self.images = source if isinstance(source, ImageDataset) else ImageDataset(source)
         self.transform = transform
+        self.seed = seed
+        self.epoch = torch.zeros((), dtype=torch.int64).share_memory_()  # shared with DataLoader workers
         self.skipped: dict[str, str] = {}  # unreadable source -> reason, in this process
+
+    def set_epoch(self, epoch: int) -> None:
+        """The epoch of the items drawn from now on, in this process and its DataLoader workers."""
+        self.epoch.fill_(epoch)
 
     def __len__(self) -> int:
         return len(self.images)
@@ -44,8 +61,18 @@ class MultiViewDataset(Dataset[dict[str, Any]]):
                     self.skipped[error.source] = error.reason
                     logger.warning("Skipping unreadable image %s (%s)", error.source, error.reason)
                 continue
-            return {"views": list(self.transform(image)), "label": label}
+            return {"views": self.views(image, index), "label": label}
         raise UnreadableImageError("dataset", f"none of its {len(self.images)} images can be read")
+
+    def views(self, image: Any, index: int) -> list[torch.Tensor]:
+        """``transform(image)``, drawn from (seed, epoch, index) when the dataset has a seed."""
+        if self.seed is None:
+            return list(self.transform(image))
+        entropy = [self.seed, int(self.epoch), index]
+        item_seed = int(np.random.SeedSequence(entropy).generate_state(1, dtype=np.uint64)[0])
+        with torch.random.fork_rng(devices=[]):  # the CPU generator only: CUDA's stays untouched
+            torch.default_generator.manual_seed(item_seed)
+            return list(self.transform(image))
 
 
 def collate_views(items: Sequence[dict[str, Any]]) -> dict[str, list[torch.Tensor]]:

@@ -2,6 +2,7 @@
 
 from ssl_hub.training.arguments import PretrainingArguments as PretrainingArguments
 from ssl_hub.training.arguments import training_arguments as training_arguments
+from ssl_hub.training.callbacks import DatasetEpochCallback as DatasetEpochCallback
 from ssl_hub.training.callbacks import EMAUpdateCallback as EMAUpdateCallback
 from ssl_hub.training.callbacks import FixedLearningRateCallback as FixedLearningRateCallback
 from ssl_hub.training.callbacks import FreezeParametersCallback as FreezeParametersCallback

@@ -178,6 +178,20 @@ class MethodMetricsCallback(ForwardOutputCallback):
         log_from_callback(self.trainer, dict(self.last))
 
 
+class DatasetEpochCallback(TrainerCallback):
+    """Tells a dataset with ``set_epoch`` (:class:`~ssl_hub.data.MultiViewDataset`) each epoch as it begins, a resumed
+    one too (accelerate's data loader tells the sampler instead when the sampler takes it)."""
+
+    def __init__(self, dataset: Any) -> None:
+        self.dataset = dataset
+
+    def on_epoch_begin(
+        self, args: TrainingArguments, state: TrainerState, control: TrainerControl, **kwargs: Any
+    ) -> None:
+        # The Trainer counts epochs as a float; an epoch begins on a whole number, or mid-way when resumed.
+        self.dataset.set_epoch(math.floor(state.epoch or 0))
+
+
 class EMAUpdateCallback(TrainerCallback):
     """After each optimizer step, move each teacher towards its student by the scheduled momentum.
 

@@ -21,7 +21,13 @@ from ssl_hub.eval.evaluate import evaluate_backbone, result_entries
 from ssl_hub.eval.monitor import KNNMonitorCallback
 from ssl_hub.methods.base import SSLMethod
 from ssl_hub.training.arguments import optimizer_name, training_arguments
-from ssl_hub.training.callbacks import EMAUpdateCallback, LossMonitor, MethodMetricsCallback, NonFiniteLossError
+from ssl_hub.training.callbacks import (
+    DatasetEpochCallback,
+    EMAUpdateCallback,
+    LossMonitor,
+    MethodMetricsCallback,
+    NonFiniteLossError,
+)
 
 logger = logging.getLogger(__name__)
 
@@ -257,12 +263,15 @@ def pretrain(
     monitor = LossMonitor()
     method_metrics = MethodMetricsCallback()
     method_callbacks = method.callbacks()
+    data_seed = training_args.seed if training_args.data_seed is None else training_args.data_seed
+    train_dataset = MultiViewDataset(splits.train, transform, seed=data_seed)
+    epoch_callback = DatasetEpochCallback(train_dataset)
     trainer = Trainer(
         model=method,
         args=training_args,
-        train_dataset=MultiViewDataset(splits.train, transform),
+        train_dataset=train_dataset,
         data_collator=collate_views,
-        callbacks=[*method_callbacks, monitor, method_metrics, *monitors, *callbacks],
+        callbacks=[epoch_callback, *method_callbacks, monitor, method_metrics, *monitors, *callbacks],
         optimizers=(optimizer, None),
     )
     method_metrics.attach(trainer)
