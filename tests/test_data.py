@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+import random
 from pathlib import Path
 
 import numpy as np
@@ -131,25 +132,39 @@ def test_views_dataset_fails_clearly_when_nothing_is_readable(tmp_path: Path) ->
         views[0]
 
 
+class DrawsFromEveryGenerator:
+    """SimCLR's views (torch's generator) shifted by a draw of NumPy's and of Python's global generators, as other
+    augmentation libraries draw."""
+
+    def __init__(self) -> None:
+        self.simclr = SimCLRTransform(input_size=16)
+
+    def __call__(self, image: Image.Image) -> list[torch.Tensor]:
+        shift = float(np.random.random()) + random.random()
+        return [view + shift for view in self.simclr(image)]
+
+
 def seeded_views(seed: int | None = 3) -> MultiViewDataset:
     same_image = np.repeat(random_images(1, 16), 3, axis=0)  # three copies: only the index tells them apart
-    return MultiViewDataset(ArrayImageDataset(same_image), SimCLRTransform(input_size=16), seed=seed)
+    return MultiViewDataset(ArrayImageDataset(same_image), DrawsFromEveryGenerator(), seed=seed)
 
 
-def test_seeded_views_follow_seed_epoch_and_index_only_and_leave_the_global_generator_alone() -> None:
+def test_seeded_views_follow_seed_epoch_and_index_only_and_leave_torchs_generator_alone() -> None:
     views = seeded_views()
     torch.manual_seed(0)
     first = views[1]["views"]
     state = torch.get_rng_state()
     _ = views[0], views[2]  # other draws in between
-    assert torch.equal(torch.get_rng_state(), state)  # the process's generator is as it was
+    assert torch.equal(torch.get_rng_state(), state)  # dropout and masks draw on from where they were
     torch.manual_seed(99)
+    np.random.seed(99)
+    random.seed(99)
     assert all(torch.equal(a, b) for a, b in zip(views[1]["views"], first, strict=True))
     assert not torch.equal(views[0]["views"][0], first[0])  # the same image at another index
     assert not torch.equal(seeded_views(seed=4)[1]["views"][0], first[0])
     views.set_epoch(1)
     assert not torch.equal(views[1]["views"][0], first[0])
-    unseeded = seeded_views(seed=None)  # draws from the process's generator, as before seeds existed
+    unseeded = seeded_views(seed=None)  # draws from the process's generators, as before seeds existed
     torch.manual_seed(0)
     assert not torch.equal(unseeded[1]["views"][0], unseeded[1]["views"][0])
 

@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import logging
-from collections.abc import Callable, Sequence
+import random
+from collections.abc import Callable, Iterator, Sequence
+from contextlib import contextmanager
 from typing import Any
 
 import numpy as np
@@ -23,17 +25,17 @@ class MultiViewDataset(Dataset[dict[str, Any]]):
     :attr:`skipped`, and the next readable image takes its place. Only when no image at all can be read does this
     raise.
 
-    With a ``seed``, each item's augmentation draws from torch's generator seeded from (seed, epoch, index), and
-    leaves the generator of the process as it found it: an image's views in an epoch are the same whichever process,
-    DataLoader worker or order draws them, so a run resumed mid-epoch sees the views of the run it continues, and
-    any number of workers or ranks the same views. :meth:`set_epoch` (called by
+    With a ``seed``, each item's augmentation draws from the global generators (torch's, NumPy's, Python's) seeded
+    from (seed, epoch, index) (:func:`seeded_global_generators`): an image's views in an epoch are the same whichever
+    process, DataLoader worker or order draws them, so a run resumed mid-epoch sees the views of the run it continues,
+    and any number of workers or ranks the same views. :meth:`set_epoch` (called by
     :class:`~ssl_hub.training.callbacks.DatasetEpochCallback`) reaches workers already started, persistent ones too.
 
     Args:
         source: Anything :class:`~ssl_hub.data.sources.ImageDataset` accepts.
         transform: Image -> list of view tensors (a method's ``make_transform()``), drawing its randomness from
-            torch's default generator (as torchvision's transforms do).
-        seed: Seed of the augmentations; ``None`` draws them from the process's generator as it stands.
+            the global generators of torch (as torchvision's transforms do), NumPy or Python.
+        seed: Seed of the augmentations; ``None`` draws them from the process's generators as they stand.
     """
 
     def __init__(
@@ -68,11 +70,22 @@ class MultiViewDataset(Dataset[dict[str, Any]]):
         """``transform(image)``, drawn from (seed, epoch, index) when the dataset has a seed."""
         if self.seed is None:
             return list(self.transform(image))
-        entropy = [self.seed, int(self.epoch), index]
-        item_seed = int(np.random.SeedSequence(entropy).generate_state(1, dtype=np.uint64)[0])
-        with torch.random.fork_rng(devices=[]):  # the CPU generator only: CUDA's stays untouched
-            torch.default_generator.manual_seed(item_seed)
+        with seeded_global_generators([self.seed, int(self.epoch), index]):
             return list(self.transform(image))
+
+
+@contextmanager
+def seeded_global_generators(entropy: Sequence[int]) -> Iterator[None]:
+    """Seed the global generators a transform may draw from from ``entropy``: torch's on the CPU (torchvision's
+    transforms), restored on exit, since dropout and masks draw from it too; NumPy's and Python's (other augmentation
+    libraries), left at the seed's sequence, as ssl_hub draws nothing from them (restoring NumPy's state would cost
+    more than a small image's augmentation). CUDA's generators are left alone."""
+    torch_seed, numpy_seed, python_seed = np.random.SeedSequence(list(entropy)).generate_state(3)  # uint32 each
+    with torch.random.fork_rng(devices=[]):
+        torch.default_generator.manual_seed(int(torch_seed))
+        np.random.seed(numpy_seed)
+        random.seed(int(python_seed))
+        yield
 
 
 def collate_views(items: Sequence[dict[str, Any]]) -> dict[str, list[torch.Tensor]]:
