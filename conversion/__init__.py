@@ -1,9 +1,9 @@
 """Converters from other SSL checkpoints to the ssl_hub hub folder (``ssl-hub convert``).
 
-One file per source format - ``lightly`` (LightlySSL ``.ckpt`` / state dicts), ``dino``, ``mocov3`` and ``mae``
-(the official facebookresearch checkpoints) and ``torchvision`` (ResNet state dicts) - turns a checkpoint into the
-backbone's weights under timm's names; :func:`convert_checkpoint` builds the timm model strictly from them and writes
-``config.json`` + ``model.safetensors`` + a model card that says what was converted from what.
+One file per source format - ``lightly`` (LightlySSL ``.ckpt`` / state dicts), ``dino``, ``mocov3``, ``mae`` and
+``vicregl`` (the official facebookresearch checkpoints) and ``torchvision`` (ResNet state dicts) - turns a checkpoint
+into the backbone's weights under timm's names; :func:`convert_checkpoint` builds the timm model strictly from them
+and writes ``config.json`` + ``model.safetensors`` + a model card that says what was converted from what.
 
 ```python
 from ssl_hub.conversion import convert_checkpoint

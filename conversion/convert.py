@@ -20,7 +20,7 @@ from typing import Any
 
 from torch import nn
 
-from ssl_hub.conversion import dino, lightly, mae, mocov3, torchvision
+from ssl_hub.conversion import dino, lightly, mae, mocov3, torchvision, vicregl
 from ssl_hub.conversion.common import (
     ConversionError,
     SourceFormat,
@@ -40,7 +40,8 @@ from ssl_hub.version import __version__
 logger = logging.getLogger(__name__)
 
 FORMATS: dict[str, SourceFormat] = {
-    source.name: source for source in (lightly.FORMAT, dino.FORMAT, mocov3.FORMAT, mae.FORMAT, torchvision.FORMAT)
+    source.name: source
+    for source in (lightly.FORMAT, dino.FORMAT, mocov3.FORMAT, mae.FORMAT, vicregl.FORMAT, torchvision.FORMAT)
 }
 
 
@@ -140,7 +141,7 @@ def convert_checkpoint(
 
     Args:
         checkpoint: The checkpoint file.
-        source_format: Its format, one of :data:`FORMATS` (``lightly``, ``dino``, ``mocov3``, ``mae``,
+        source_format: Its format, one of :data:`FORMATS` (``lightly``, ``dino``, ``mocov3``, ``mae``, ``vicregl``,
             ``torchvision``).
         output_dir: The hub folder to write (created; it must not hold an ``ssl/`` folder of a trained method).
         backbone: The timm architecture of the weights. Default: what the checkpoint names (DINO's and MAE's
@@ -148,7 +149,7 @@ def convert_checkpoint(
         image_size: Input size the folder records (a fixed-size ViT gets its position embeddings resampled to it).
             Default: the architecture's, or the size the ViT's position embeddings were trained at.
         license: Licence of the weights for the card. Default: that of the format's released weights (dino:
-            apache-2.0; mocov3, mae: cc-by-nc-4.0); none for lightly and torchvision.
+            apache-2.0; mocov3, mae, vicregl: cc-by-nc-4.0); none for lightly and torchvision.
         method: The ssl_hub method that trained the weights, for lightly and torchvision checkpoints (the other
             formats name theirs).
         encoder: Which encoder of a two-encoder checkpoint: dino ``teacher`` (default) or ``student``; mocov3

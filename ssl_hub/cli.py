@@ -298,7 +298,9 @@ def run_convert(argv: list[str]) -> int:
     )
     parser.add_argument("--image-size", "--image_size", type=int, default=None, help="input size to record, px")
     parser.add_argument(
-        "--license", default=None, help="licence of the weights (default: the official weights' for dino, mocov3, mae)"
+        "--license",
+        default=None,
+        help="licence of the weights (default: the official weights' for dino, mocov3, mae, vicregl)",
     )
     parser.add_argument("--method", default=None, help="ssl_hub method that trained them (lightly, torchvision)")
     parser.add_argument(

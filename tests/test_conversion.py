@@ -26,7 +26,7 @@ from torch import nn
 
 import ssl_hub
 from ssl_hub.cli import main
-from ssl_hub.conversion import ConversionError, convert_checkpoint, mocov3
+from ssl_hub.conversion import ConversionError, convert_checkpoint, mocov3, vicregl
 from ssl_hub.hub import HubFolderError
 from ssl_hub.hub.card import card_is_generated
 
@@ -64,17 +64,19 @@ def images() -> torch.Tensor:
     return torch.randn(2, 3, 64, 64, generator=torch.Generator().manual_seed(7))
 
 
-def check_folder(folder: Path, expected: torch.Tensor, images: torch.Tensor) -> dict[str, Any]:
-    """The folder loads through timm and transformers with the expected features; returns its config.json."""
+def check_folder(folder: Path, expected: torch.Tensor, images: torch.Tensor, atol: float = 0.0) -> dict[str, Any]:
+    """The folder loads through timm and transformers with the expected features (to ``atol`` where the source's
+    code computes them another way); returns its config.json."""
     from transformers import AutoModel
 
     assert {p.name for p in folder.iterdir()} == {"config.json", "model.safetensors", "README.md"}
     with torch.no_grad():
         model = timm.create_model(f"local-dir:{folder}", pretrained=True).eval()
-        torch.testing.assert_close(model(images), expected, rtol=0, atol=0)
+        torch.testing.assert_close(model(images), expected, rtol=0, atol=atol)
         encoder = AutoModel.from_pretrained(folder).eval()
         # the same weights at other memory alignments: oneDNN may round float32 differently (see test_hub_folder)
-        torch.testing.assert_close(encoder(pixel_values=images).pooler_output, expected, rtol=1e-5, atol=1e-6)
+        pooled = encoder(pixel_values=images).pooler_output
+        torch.testing.assert_close(pooled, expected, rtol=1e-5, atol=max(atol, 1e-6))
     config = json.loads((folder / "config.json").read_text())
     assert config["num_classes"] == 0
     assert config["ssl_hub"]["training"] is None
@@ -439,6 +441,149 @@ def test_mae_fine_tuned_checkpoint_keeps_global_average_pooling(tmp_path: Path, 
     assert config["model_args"]["global_pool"] == "avg"
 
 
+# VICRegL
+
+
+class OfficialChannelsFirstLayerNorm(nn.Module):
+    """VICRegL's convnext.LayerNorm with data_format="channels_first": the norm over channels at each location."""
+
+    def __init__(self, dim: int) -> None:
+        super().__init__()
+        self.weight = nn.Parameter(torch.ones(dim))
+        self.bias = nn.Parameter(torch.zeros(dim))
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        mean = x.mean(1, keepdim=True)
+        variance = (x - mean).pow(2).mean(1, keepdim=True)
+        x = (x - mean) / torch.sqrt(variance + 1e-6)
+        return self.weight[:, None, None] * x + self.bias[:, None, None]
+
+
+class OfficialConvNeXtBlock(nn.Module):
+    """VICRegL's convnext.Block: depthwise 7x7, norm, 4x MLP, layer scale gamma only when its init value is > 0."""
+
+    def __init__(self, dim: int, layer_scale: bool) -> None:
+        super().__init__()
+        self.dwconv = nn.Conv2d(dim, dim, kernel_size=7, padding=3, groups=dim)
+        self.norm = nn.LayerNorm(dim, eps=1e-6)
+        self.pwconv1 = nn.Linear(dim, 4 * dim)
+        self.act = nn.GELU()
+        self.pwconv2 = nn.Linear(4 * dim, dim)
+        self.gamma = nn.Parameter(torch.ones(dim)) if layer_scale else None
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        y = self.norm(self.dwconv(x).permute(0, 2, 3, 1))  # (B, H, W, C)
+        y = self.pwconv2(self.act(self.pwconv1(y)))
+        if self.gamma is not None:
+            y = self.gamma * y
+        return x + y.permute(0, 3, 1, 2)
+
+
+class OfficialVICRegLConvNeXt(nn.Module):
+    """VICRegL's convnext.ConvNeXt: its names, and the final norm at each location before the average pooling."""
+
+    def __init__(self, depths: tuple[int, ...], dims: tuple[int, ...], layer_scale: bool = False) -> None:
+        super().__init__()
+        stem = nn.Sequential(nn.Conv2d(3, dims[0], kernel_size=4, stride=4), OfficialChannelsFirstLayerNorm(dims[0]))
+        downsamples = [
+            nn.Sequential(OfficialChannelsFirstLayerNorm(dims[i]), nn.Conv2d(dims[i], dims[i + 1], 2, stride=2))
+            for i in range(3)
+        ]
+        self.downsample_layers = nn.ModuleList([stem, *downsamples])
+        self.stages = nn.ModuleList(
+            nn.Sequential(*[OfficialConvNeXtBlock(dim, layer_scale) for _ in range(depth)])
+            for depth, dim in zip(depths, dims, strict=True)
+        )
+        self.norm = nn.LayerNorm(dims[-1], eps=1e-6)
+
+    def forward(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        for downsample, stage in zip(self.downsample_layers, self.stages, strict=True):
+            x = stage(downsample(x))
+        tokens = self.norm(x.flatten(2).transpose(1, 2))  # (B, H * W, C)
+        return tokens, tokens.mean(1)
+
+
+def vicregl_training_checkpoint(backbone: nn.Module, width: int) -> dict[str, Any]:
+    """main_vicregl.py's model.pth: the DDP-wrapped VICRegL module (backbone, both expanders, the online probe)."""
+    state = {
+        **prefixed("module.backbone.", backbone),
+        **prefixed("module.projector.", mlp(width, 32, 16)),
+        **prefixed("module.maps_projector.", mlp(width, 16, 8)),
+        **prefixed("module.classifier.", nn.Linear(width, 10)),
+    }
+    return {"epoch": 300, "model": state, "optimizer": {"state": {}}}
+
+
+@pytest.mark.parametrize(("layout", "layer_scale"), [("released backbone", False), ("training checkpoint", True)])
+def test_vicregl_convnext_normalises_each_location_before_pooling(
+    tmp_path: Path, images: torch.Tensor, layout: str, layer_scale: bool
+) -> None:
+    dims = (8, 16, 24, 32)
+    official = randomize(OfficialVICRegLConvNeXt((1, 1, 2, 1), dims, layer_scale), seed=35)
+    checkpoint = official.state_dict() if layout == "released backbone" else vicregl_training_checkpoint(official, 32)
+    torch.save(checkpoint, tmp_path / "convnext_alpha0.75.pth")
+
+    result = convert_checkpoint(
+        tmp_path / "convnext_alpha0.75.pth",
+        "vicregl",
+        tmp_path / "hub",
+        backbone="convnext_tiny",
+        model_args={"depths": [1, 1, 2, 1], "dims": list(dims)},
+    )
+
+    assert result.model_args["head_norm_first"] is True
+    assert result.num_tensors == len(official.state_dict())  # every official tensor used (a gamma of ones added)
+    assert result.dropped == [] or layout == "training checkpoint"
+    if layout == "training checkpoint":
+        assert result.prefix == "module.backbone."
+        assert {group["keys"] for group in result.dropped_groups} == {
+            "module.projector.*",
+            "module.maps_projector.*",
+            "module.classifier.*",
+        }
+        assert result.ignored_entries == ["epoch", "optimizer"]
+    with torch.no_grad():
+        tokens, pooled = official(images)
+        config = check_folder(tmp_path / "hub", pooled, images, atol=1e-5)  # its channels-first norm is hand-written
+        model = timm.create_model(f"local-dir:{tmp_path / 'hub'}", pretrained=True).eval()
+        feature_map = model.forward_features(images)  # (B, C, H, W): the maps VICRegL's local loss trained
+        torch.testing.assert_close(feature_map.flatten(2).transpose(1, 2), tokens, rtol=0, atol=1e-5)
+    assert config["ssl_hub"]["method"] == "vicregl"
+    assert config["ssl_hub"]["license"] == "cc-by-nc-4.0"
+    assert config["pretrained_cfg"]["crop_pct"] == 0.875
+    check_card(tmp_path / "hub", "VICRegL", "head_norm_first" if layer_scale else "a layer scale of ones added")
+
+
+def test_vicregl_resnet_training_checkpoint_is_torchvisions(tmp_path: Path, images: torch.Tensor) -> None:
+    """VICRegL's resnet.py pads the image by 1 zero pixel, then its stem convolution by 2: torchvision's 3."""
+    resnet = randomize(torchvision.models.resnet18(weights=None), seed=36)
+    resnet.fc = nn.Identity()
+    torch.save(vicregl_training_checkpoint(resnet, 512), tmp_path / "resnet18_fullckpt.pth")
+
+    result = convert_checkpoint(tmp_path / "resnet18_fullckpt.pth", "vicregl", tmp_path / "hub")
+
+    assert result.architecture == "resnet18"
+    assert result.model_args == {}
+    official_stem = copy.deepcopy(resnet)
+    official_stem.conv1.padding = (2, 2)
+    with torch.no_grad():
+        expected = official_stem(nn.functional.pad(images, (1, 1, 1, 1)))
+        check_folder(tmp_path / "hub", expected, images, atol=1e-5)
+
+
+def test_vicregl_convnext_sizes_are_named_from_the_weights() -> None:
+    def official_state(depths: tuple[int, ...], width: int) -> dict[str, torch.Tensor]:
+        state = {"downsample_layers.0.0.weight": torch.empty(width, 3, 4, 4)}
+        for stage, depth in enumerate(depths):
+            state.update({f"stages.{stage}.{block}.dwconv.weight": torch.empty(0) for block in range(depth)})
+        return state
+
+    assert vicregl._convnext_architecture(official_state((3, 3, 27, 3), 96)) == "convnext_small"
+    assert vicregl._convnext_architecture(official_state((3, 3, 27, 3), 128)) == "convnext_base"
+    assert vicregl._convnext_architecture(official_state((3, 3, 27, 3), 256)) == "convnext_xlarge"
+    assert vicregl._convnext_architecture(official_state((1, 1, 2, 1), 8)) is None
+
+
 # torchvision
 
 
@@ -545,7 +690,7 @@ class Unpicklable:
 @pytest.mark.parametrize(
     ("case", "message"),
     [
-        ("unknown format", "Unknown checkpoint format 'simclr'; one of lightly, dino, mocov3, mae, torchvision."),
+        ("unknown format", "Unknown checkpoint format 'simclr'; one of lightly, dino, mocov3, mae, vicregl, torchvision."),
         ("missing file", "does not exist or is not a file"),
         ("not a checkpoint", "is not a PyTorch checkpoint"),
         (
