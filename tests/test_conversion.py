@@ -690,7 +690,10 @@ class Unpicklable:
 @pytest.mark.parametrize(
     ("case", "message"),
     [
-        ("unknown format", "Unknown checkpoint format 'simclr'; one of lightly, dino, mocov3, mae, vicregl, torchvision."),
+        (
+            "unknown format",
+            "Unknown checkpoint format 'simclr'; one of lightly, dino, mocov3, mae, vicregl, torchvision.",
+        ),
         ("missing file", "does not exist or is not a file"),
         ("not a checkpoint", "is not a PyTorch checkpoint"),
         (
