@@ -9,7 +9,7 @@ driven from the Trainer state with ``lightly.models.utils.update_momentum`` and
 ``lightly.utils.scheduler.cosine_schedule``. The classes are not registered in ssl_hub's registry.
 
 Benchmark-only: needs ``pip install lightly`` (written against lightly 1.6.0); never imported by ssl_hub. Covers all
-23 registered ssl_hub methods; MoCo in its v2 form only (LightlySSL has no MoCo v3 recipe or loss), DINOv2 with DINO
+24 registered ssl_hub methods; MoCo in its v2 form only (LightlySSL has no MoCo v3 recipe or loss), DINOv2 with DINO
 centering only (LightlySSL has no Sinkhorn-Knopp teacher normalisation).
 """
 
@@ -55,6 +55,11 @@ centering only (LightlySSL has no Sinkhorn-Knopp teacher normalisation).
 #   BarlowTwinsProjectionHead on the pooled map and VicRegLLocalProjectionHead (LayerNorm; official and ours: batch
 #   norm for ResNets) at each location of timm's ``forward_features`` (a CNN's map); VICRegLLoss, which keeps only
 #   ``num_matches`` of the matches by embedding distance too (official and ours: all).
+# - lejepa: as examples/pytorch/lejepa.py: DINOTransform (global crops of 30-100 %, 6 local crops of 5-30 %, blur 0.5
+#   on every crop, solarization on the second global crop only; official and ours: on every crop), LeJEPAProjectionHead,
+#   the two global crops in one backbone pass and the local crops in another, LeJEPALoss (SIGReg's directions from
+#   torch's global generator, a new draw at every step; ours from a seeded generator). The example's backbone ends in a
+#   512-wide linear layer (``num_classes=512``); here, as ours, the head reads the backbone's features.
 # - densecl: the example's ``forward_momentum`` runs the *query* encoder (``self.backbone``, the online heads) - a
 #   bug; here the key encoder is the momentum copy, as DenseCL specifies. Global and dense heads are
 #   DenseCLProjectionHead (the dense one applied to (B, H*W, C) tokens, a 1x1 convolution); global features are
@@ -165,6 +170,7 @@ from lightly.loss import (
     DINOLoss,
     IBOTPatchLoss,
     KoLeoLoss,
+    LeJEPALoss,
     MMCRLoss,
     MSNLoss,
     NegativeCosineSimilarity,
@@ -185,6 +191,7 @@ from lightly.models.modules import (
     DINOProjectionHead,
     DINOv2ProjectionHead,
     IJEPAPredictorTIMM,
+    LeJEPAProjectionHead,
     MaskedCausalVisionTransformer,
     MaskedVisionTransformerDecoderTIMM,
     MaskedVisionTransformerTIMM,
@@ -268,6 +275,8 @@ from ssl_hub.methods import (
     DINOv2Config,
     IBOTConfig,
     IJEPAConfig,
+    LeJEPA,
+    LeJEPAConfig,
     MAEConfig,
     MethodConfig,
     MMCRConfig,
@@ -879,6 +888,54 @@ class LightlyMMCR(LightlyReference):
             *super().callbacks(),
             LightlyMomentumCallback(pairs, self.config.momentum_start, self.config.momentum_end),
         ]
+
+
+class LightlyLeJEPA(LightlyReference):
+    """LeJEPA as LightlySSL's example: DINOTransform with its crop scales and blur, LeJEPAProjectionHead, the global
+    crops in one pass and the local crops in another, LeJEPALoss on the ``(V, B, D)`` stacks."""
+
+    name = "lightly-lejepa"
+    display_name = "LeJEPA (LightlySSL)"
+    ours = LeJEPA
+    config_class = LeJEPAConfig
+    paper = LeJEPA.paper
+    config: LeJEPAConfig
+
+    def __init__(self, backbone: str | nn.Module, config: LeJEPAConfig | None = None, **kwargs: Any) -> None:
+        super().__init__(backbone, config, **kwargs)
+        cfg = self.config
+        self.backbone = dynamic_size_backbone(self.backbone)
+        self.projection_head = LeJEPAProjectionHead(
+            self.feature_dim, cfg.projection_hidden_dim, cfg.projection_output_dim, cfg.projection_num_layers
+        )
+        self.criterion = LeJEPALoss(
+            lambda_param=cfg.lambda_param,
+            sigreg_knots=cfg.sigreg_knots,
+            sigreg_t_max=cfg.sigreg_t_max,
+            sigreg_num_vectors=cfg.sigreg_num_vectors,
+        )
+
+    def make_transform(self, input_size: int = 224, **kwargs: Any) -> ViewTransform:
+        """The example's DINOTransform: global crops of 30-100 %, 6 local crops of 5-30 %, blur 0.5 on every crop."""
+        kwargs = {
+            "global_crop_scale": (0.3, 1.0),
+            "local_crop_scale": (0.05, 0.3),
+            "gaussian_blur": (0.5, 0.5, 0.5),
+            "n_local_views": 6,
+            "local_crop_size": local_crop_size(input_size, crop_size_multiple(self.backbone)),
+            **kwargs,
+        }
+        return DINOTransform(global_crop_size=input_size, **kwargs)
+
+    def forward(self, views: Sequence[Tensor]) -> SSLMethodOutput:
+        check_multi_crop(views, type(self).__name__)
+        batch = views[0].shape[0]
+        global_proj = self.projection_head(self.encode(torch.cat(list(views[:2]))))  # (2B, D)
+        local_proj = self.projection_head(self.encode(torch.cat(list(views[2:]))))  # (V_l B, D)
+        loss = self.criterion(
+            global_proj=global_proj.unflatten(0, (2, batch)), local_proj=local_proj.unflatten(0, (-1, batch))
+        )
+        return SSLMethodOutput(loss=loss)
 
 
 class LightlyDenseCL(LightlyReference):
@@ -1822,6 +1879,7 @@ REFERENCES: tuple[type[LightlyReference], ...] = (
     LightlyDINOv2,
     LightlyIBOT,
     LightlyIJEPA,
+    LightlyLeJEPA,
     LightlyMAE,
     LightlyMMCR,
     LightlyMoCo,

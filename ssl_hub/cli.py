@@ -137,7 +137,8 @@ def run_pretrain(argv: list[str]) -> int:
             recipe_help += f", with timm's {recipe['timm_optimizer']} unless --optim or --timm_optimizer is given"
         if method_class.backbone_training_arguments is not SSLMethod.backbone_training_arguments:
             recipe_help += (
-                f"; the optimizer and its rate follow the backbone ({method_class.__name__}.backbone_training_arguments"
+                f"; the optimizer, its rate or the weight decay follow the backbone ({method_class.__name__}."
+                "backbone_training_arguments"
                 "; the card names the one used)"
             )
         parser = HfArgumentParser(

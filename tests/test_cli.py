@@ -276,6 +276,22 @@ def test_the_recipe_optimizer_follows_the_config_and_backbone_unless_the_run_cho
 
 
 @pytest.mark.parametrize(
+    ("backbone", "flags", "weight_decay"),
+    [("test_resnet", [], 5e-4), ("test_vit", [], 5e-2), ("test_resnet", ["--weight_decay", "0.1"], 0.1)],
+)
+def test_the_recipe_weight_decay_follows_the_backbone_unless_given(
+    backbone: str, flags: list[str], weight_decay: float, tmp_path: Path
+) -> None:
+    """LeJEPA decays ViTs by 5e-2 and ResNets by 5e-4 (official README), known once the backbone is built."""
+    out = tmp_path / "out"
+    arguments = ["--output-dir", str(out), "--max_steps", "1", "--per_device_train_batch_size", "16", "--no_knn"]
+    small = ["--projection_hidden_dim", "16", "--sigreg_num_vectors", "8"]
+    assert main(["pretrain", "--method", "lejepa", "--backbone", backbone, *small, *flags, *arguments]) == 0
+    training = json.loads((out / "config.json").read_text())["ssl_hub"]["training"]
+    assert training["weight_decay"] == weight_decay
+
+
+@pytest.mark.parametrize(
     ("flags", "expected"),
     [([], 0.03 * 16 / 256), (["--learning-rate", "0.5"], 0.5), (["--learning_r=0.5"], 0.5)],  # argparse abbreviates
 )

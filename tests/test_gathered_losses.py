@@ -1,5 +1,5 @@
-"""DCL, DCLW, Barlow Twins, VICReg, VICRegL, TiCo and MMCR with ``gather_distributed`` on 2 gloo processes equal the
-loss of the global batch in one process.
+"""DCL, DCLW, Barlow Twins, VICReg, VICRegL, TiCo, MMCR and LeJEPA with ``gather_distributed`` on 2 gloo processes
+equal the loss of the global batch in one process.
 
 All losses run in one spawn (each spawned process imports ssl_hub, which dominates the cost). On every rank a loss
 sees its half of a batch; the mean of the ranks' losses must be the single-process loss of the whole batch, and each
@@ -21,7 +21,16 @@ import torch.distributed as dist
 import torch.multiprocessing as mp
 from torch import nn
 
-from ssl_hub.losses import BarlowTwinsLoss, DCLLoss, DCLWLoss, MMCRLoss, TiCoLoss, VICRegLLoss, VICRegLoss
+from ssl_hub.losses import (
+    BarlowTwinsLoss,
+    DCLLoss,
+    DCLWLoss,
+    LeJEPALoss,
+    MMCRLoss,
+    TiCoLoss,
+    VICRegLLoss,
+    VICRegLoss,
+)
 
 WORLD_SIZE = 2
 Batch = tuple[torch.Tensor, torch.Tensor]
@@ -73,6 +82,18 @@ class TwoViewVICRegL(nn.Module):
         return self.loss(features, grids)
 
 
+class TwoViewLeJEPA(nn.Module):
+    """LeJEPALoss of the two batches as the global views and their squares as a local view; SIGReg's directions
+    drawn from one seed on every rank."""
+
+    def __init__(self, gather_distributed: bool) -> None:
+        super().__init__()
+        self.loss = LeJEPALoss(lambda_param=0.3, sigreg_num_vectors=4, gather_distributed=gather_distributed, seed=5)
+
+    def forward(self, z_a: torch.Tensor, z_b: torch.Tensor) -> torch.Tensor:
+        return self.loss(global_proj=torch.stack([z_a, z_b]), local_proj=(z_a * z_b).unsqueeze(0))
+
+
 # name -> (loss factory, batches); TiCo runs 3 steps so that its running covariance carries over.
 CASES: dict[str, tuple[Callable[[bool], nn.Module], list[Batch]]] = {
     "dcl": (lambda gather: DCLLoss(temperature=0.3, gather_distributed=gather), batches(1, seed=1)),
@@ -85,6 +106,7 @@ CASES: dict[str, tuple[Callable[[bool], nn.Module], list[Batch]]] = {
     "tico": (lambda gather: TiCoLoss(beta=0.8, rho=4.0, gather_distributed=gather), batches(3, seed=5)),
     "mmcr": (TwoViewMMCR, batches(1, seed=6)),
     "vicregl": (TwoViewVICRegL, batches(1, seed=7)),
+    "lejepa": (TwoViewLeJEPA, batches(2, seed=8)),
 }
 
 

@@ -64,7 +64,7 @@ def train_a_few_steps(method: ssl_hub.SSLMethod, output_dir: Path, steps: int = 
 
 
 # Methods whose loss is a sum of named terms, logged beside the loss.
-METHODS_WITH_LOSS_TERMS = {"barlowtwins", "dinov2", "ibot", "mmcr", "msn", "pmsn", "vicreg", "vicregl"}
+METHODS_WITH_LOSS_TERMS = {"barlowtwins", "dinov2", "ibot", "lejepa", "mmcr", "msn", "pmsn", "vicreg", "vicregl"}
 
 
 @pytest.mark.parametrize(("name", "backbone"), METHOD_BACKBONES)

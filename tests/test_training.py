@@ -146,16 +146,29 @@ def test_a_recipes_timm_optimizer_is_the_default_unless_the_run_chooses_its_opti
     assert args.learning_rate == pytest.approx(rate)
 
 
-def test_a_backbone_recipe_may_set_the_optimizer_and_its_rate_only() -> None:
-    """Every run leaves those to the recipe unless it gives them; a weight decay that depended on the backbone would
-    be lost on the command line, whose defaults are parsed before the backbone is built."""
+def test_a_backbone_recipe_may_set_the_optimizer_its_rate_and_the_weight_decay_only() -> None:
+    """Every run leaves those to the recipe unless it gives them (the command line too: it fills them in once the
+    backbone is built); a schedule that depended on the backbone would be lost on the command line."""
 
-    class BackboneWeightDecay(SimCLR):
+    class BackboneWarmup(SimCLR):
         def backbone_training_arguments(self) -> dict[str, Any]:
-            return {"weight_decay": 0.05}
+            return {"warmup_steps": 10}
 
-    with pytest.raises(TypeError, match=r"set learning_rate, timm_optimizer, timm_optimizer_kwargs only.*weight_decay"):
-        ssl_hub.training_arguments(BackboneWeightDecay("test_resnet"), output_dir="unused", report_to="none")
+    with pytest.raises(TypeError, match=r"set learning_rate, weight_decay, timm_optimizer, .* only.*warmup_steps"):
+        ssl_hub.training_arguments(BackboneWarmup("test_resnet"), output_dir="unused", report_to="none")
+
+
+@pytest.mark.parametrize(
+    ("backbone", "overrides", "weight_decay"),
+    [("test_resnet", {}, 5e-4), ("test_vit", {}, 5e-2), ("test_resnet", {"weight_decay": 0.1}, 0.1)],
+)
+def test_lejepas_weight_decay_follows_the_backbone_unless_given(
+    backbone: str, overrides: dict[str, float], weight_decay: float
+) -> None:
+    """The official README's: 5e-2 on ViTs, 5e-4 on ResNets."""
+    method = ssl_hub.create_method("lejepa", backbone, projection_hidden_dim=16, sigreg_num_vectors=8)
+    args = ssl_hub.training_arguments(method, output_dir="unused", report_to="none", **overrides)
+    assert args.weight_decay == weight_decay
 
 
 @pytest.mark.parametrize("arguments", ["dict", "TrainingArguments"])

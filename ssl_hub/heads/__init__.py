@@ -11,6 +11,7 @@ from ssl_hub.heads.byol import SimSiamProjectionHead as SimSiamProjectionHead
 from ssl_hub.heads.densecl import DenseCLDenseProjectionHead as DenseCLDenseProjectionHead
 from ssl_hub.heads.densecl import DenseCLProjectionHead as DenseCLProjectionHead
 from ssl_hub.heads.dino import DINOProjectionHead as DINOProjectionHead
+from ssl_hub.heads.lejepa import LeJEPAProjectionHead as LeJEPAProjectionHead
 from ssl_hub.heads.mmcr import MMCRProjectionHead as MMCRProjectionHead
 from ssl_hub.heads.moco import MoCoProjectionHead as MoCoProjectionHead
 from ssl_hub.heads.msn import MSNProjectionHead as MSNProjectionHead

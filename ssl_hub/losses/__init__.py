@@ -10,6 +10,7 @@ from ssl_hub.losses.ibot import IBOTPatchLoss as IBOTPatchLoss
 from ssl_hub.losses.ijepa import IJEPALoss as IJEPALoss
 from ssl_hub.losses.info_nce import InfoNCELoss as InfoNCELoss
 from ssl_hub.losses.koleo import KoLeoLoss as KoLeoLoss
+from ssl_hub.losses.lejepa import LeJEPALoss as LeJEPALoss
 from ssl_hub.losses.mae import MAELoss as MAELoss
 from ssl_hub.losses.mmcr import MMCRLoss as MMCRLoss
 from ssl_hub.losses.msn import MSNLoss as MSNLoss
@@ -18,6 +19,7 @@ from ssl_hub.losses.ntxent import NTXentLoss as NTXentLoss
 from ssl_hub.losses.pmsn import PMSNCustomLoss as PMSNCustomLoss
 from ssl_hub.losses.pmsn import PMSNLoss as PMSNLoss
 from ssl_hub.losses.pmsn import power_law_distribution as power_law_distribution
+from ssl_hub.losses.sigreg import SIGReg as SIGReg
 from ssl_hub.losses.simmim import SimMIMLoss as SimMIMLoss
 from ssl_hub.losses.sinkhorn_dino import SinkhornDINOLoss as SinkhornDINOLoss
 from ssl_hub.losses.smog import SMoGLoss as SMoGLoss

@@ -26,6 +26,8 @@ from ssl_hub.methods.ibot import IBOTConfig as IBOTConfig
 from ssl_hub.methods.ijepa import IJEPA as IJEPA
 from ssl_hub.methods.ijepa import IJEPAConfig as IJEPAConfig
 from ssl_hub.methods.ijepa import IJEPAPredictor as IJEPAPredictor
+from ssl_hub.methods.lejepa import LeJEPA as LeJEPA
+from ssl_hub.methods.lejepa import LeJEPAConfig as LeJEPAConfig
 from ssl_hub.methods.mae import MAE as MAE
 from ssl_hub.methods.mae import MAEConfig as MAEConfig
 from ssl_hub.methods.mae import MAEDecoder as MAEDecoder

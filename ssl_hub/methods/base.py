@@ -339,8 +339,9 @@ class SSLMethod(nn.Module):
 
     def backbone_training_arguments(self) -> dict[str, Any]:
         """The recipe's values that follow the backbone's architecture, over :meth:`default_training_arguments`: the
-        optimizer and its rate (``learning_rate``, ``timm_optimizer``, ``timm_optimizer_kwargs``), as MoCo v3 trains
-        ResNets with LARS and ViTs with AdamW. None by default."""
+        optimizer, its rate and the weight decay (``learning_rate``, ``weight_decay``, ``timm_optimizer``,
+        ``timm_optimizer_kwargs``), as MoCo v3 trains ResNets with LARS and ViTs with AdamW, and LeJEPA decays ViTs
+        a hundred times more than ResNets. None by default."""
         return {}
 
     def save_pretrained(self, save_directory: str | Path, **card_kwargs: Any) -> Path:

@@ -14,9 +14,9 @@ from transformers import TrainingArguments
 from ssl_hub.methods.base import RECIPE_BATCH_SIZE, MethodConfig, SSLMethod
 
 # The arguments a run leaves to the recipe unless it gives them (complete_from_recipe); the backbone may decide the
-# optimizer's (SSLMethod.backbone_training_arguments).
-RECIPE_DEPENDENT = ("learning_rate", "optim_args", "timm_optimizer", "timm_optimizer_kwargs")
-BACKBONE_DEPENDENT = ("learning_rate", "timm_optimizer", "timm_optimizer_kwargs")
+# optimizer's and the weight decay (SSLMethod.backbone_training_arguments).
+RECIPE_DEPENDENT = ("learning_rate", "weight_decay", "optim_args", "timm_optimizer", "timm_optimizer_kwargs")
+BACKBONE_DEPENDENT = ("learning_rate", "weight_decay", "timm_optimizer", "timm_optimizer_kwargs")
 
 
 @dataclass
@@ -110,17 +110,19 @@ def complete_from_recipe(args: PretrainingArguments, method: SSLMethod, given: C
     """Fill in the recipe-dependent values of ``args`` (``RECIPE_DEPENDENT``) that are not among the ``given``
     argument names, from the recipe of ``method`` (:func:`method_recipe`).
 
-    ``timm_optimizer``: the recipe's, unless ``optim`` is given (the run chose the Trainer's optimizer). The
-    optimizer's arguments (``optim_args``, ``timm_optimizer_kwargs``): the recipe's if the run trains with the
-    recipe's optimizer, else none, as they are that optimizer's (SGD's ``momentum=0.9`` would reach RMSprop if a user
-    switched to it). ``learning_rate``: the recipe's, scaled to the global batch (:func:`scaled_learning_rate`); a
-    run that trains with a timm optimizer other than the recipe's, or none where the recipe has one, must give its
-    own, as LARS rates and Adam rates differ a hundredfold.
+    ``weight_decay``: the recipe's. ``timm_optimizer``: the recipe's, unless ``optim`` is given (the run chose the
+    Trainer's optimizer). The optimizer's arguments (``optim_args``, ``timm_optimizer_kwargs``): the recipe's if the
+    run trains with the recipe's optimizer, else none, as they are that optimizer's (SGD's ``momentum=0.9`` would
+    reach RMSprop if a user switched to it). ``learning_rate``: the recipe's, scaled to the global batch
+    (:func:`scaled_learning_rate`); a run that trains with a timm optimizer other than the recipe's, or none where the
+    recipe has one, must give its own, as LARS rates and Adam rates differ a hundredfold.
 
     Raises:
         ValueError: The timm optimizer differs from the recipe's and no learning rate is given.
     """
     recipe = method_recipe(method)
+    if "weight_decay" not in given:
+        args.weight_decay = recipe.get("weight_decay", 0.0)
     recipe_timm_optimizer = recipe.get("timm_optimizer")
     if "timm_optimizer" not in given:
         args.timm_optimizer = None if "optim" in given else recipe_timm_optimizer

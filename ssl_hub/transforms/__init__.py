@@ -9,6 +9,7 @@ from ssl_hub.transforms.densecl import DenseCLTransform as DenseCLTransform
 from ssl_hub.transforms.dino import DINOTransform as DINOTransform
 from ssl_hub.transforms.ibot import IBOTTransform as IBOTTransform
 from ssl_hub.transforms.ijepa import IJEPATransform as IJEPATransform
+from ssl_hub.transforms.lejepa import LeJEPATransform as LeJEPATransform
 from ssl_hub.transforms.located_crop import LocatedViewTransform as LocatedViewTransform
 from ssl_hub.transforms.located_crop import RandomResizedCropAndFlip as RandomResizedCropAndFlip
 from ssl_hub.transforms.mae import MAETransform as MAETransform
