@@ -13,6 +13,7 @@ from ssl_hub.transforms import (
     IMAGENET_NORMALIZE,
     BYOLTransform,
     BYOLView1Transform,
+    LeJEPATransform,
     MultiViewTransform,
     RandomResizedCropAndFlip,
     SimCLRTransform,
@@ -143,8 +144,9 @@ METHOD_TRANSFORMS = sorted({get_method_class(name).transform_class for name in l
 
 @pytest.mark.parametrize("transform_class", METHOD_TRANSFORMS, ids=lambda t: t.__name__)
 def test_every_crop_of_every_view_takes_the_interpolation_given(transform_class: type) -> None:
-    # SimSiam's official code resizes bilinearly (torchvision's default); the others follow SimCLR's bicubic
-    default = InterpolationMode.BILINEAR if transform_class is SimSiamTransform else InterpolationMode.BICUBIC
+    # SimSiam's and LeJEPA's official code resize bilinearly (torchvision's default); the others follow SimCLR's bicubic
+    bilinear = transform_class in (SimSiamTransform, LeJEPATransform)
+    default = InterpolationMode.BILINEAR if bilinear else InterpolationMode.BICUBIC
     assert crop_interpolations(transform_class(input_size=32)) == {default}
     for mode in (InterpolationMode.BILINEAR, InterpolationMode.BICUBIC):
         assert crop_interpolations(transform_class(input_size=32, interpolation=mode.value)) == {mode}
