@@ -76,7 +76,7 @@ class MultiViewDataset(Dataset[dict[str, Any]]):
 
 @contextmanager
 def seeded_global_generators(entropy: Sequence[int]) -> Iterator[None]:
-    """Seed the global generators a transform may draw from from ``entropy``: torch's on the CPU (torchvision's
+    """Seed, from ``entropy``, the global generators a transform may draw from: torch's on the CPU (torchvision's
     transforms), restored on exit, since dropout and masks draw from it too; NumPy's and Python's (other augmentation
     libraries), left at the seed's sequence, as ssl_hub draws nothing from them (restoring NumPy's state would cost
     more than a small image's augmentation). CUDA's generators are left alone."""
