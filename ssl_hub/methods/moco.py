@@ -92,6 +92,9 @@ VERSION_DEFAULTS: dict[int, dict[str, Any]] = {
     },
 }
 
+# v3's AdamW weight decay on ViTs (the official CONFIG.md's ViT recipes, --weight-decay=.1).
+VIT_WEIGHT_DECAY = 0.1
+
 T = TypeVar("T")
 
 
@@ -321,10 +324,13 @@ class MoCo(SSLMethod):
         """v3 on a convolutional backbone (one without a ViT's ``patch_embed``): LARS, as the paper trains ResNets, at
         0.3 per 256 images (solo-learn's CIFAR MoCo v3 settings, :func:`~ssl_hub.methods.base.lars_training_arguments`).
         On Fashion-MNIST at 936 steps a ResNet-18 reached 79.77 % kNN over two seeds with it, against 78.40 % with the
-        AdamW recipe that transformers keep (``benchmarks/RESULTS.md``)."""
-        if self.config.version == 3 and not hasattr(self.backbone, "patch_embed"):
-            return lars_training_arguments(0.3)
-        return {}
+        AdamW recipe that transformers keep (``benchmarks/RESULTS.md``). v3 on a ViT: AdamW with weight decay 0.1, as
+        the official ViT recipes (CONFIG.md, ``--weight-decay=.1``); the ResNets keep the official default, 1e-6."""
+        if self.config.version != 3:
+            return {}
+        if hasattr(self.backbone, "patch_embed"):
+            return {"weight_decay": VIT_WEIGHT_DECAY}
+        return lars_training_arguments(0.3)
 
     def make_transform(self, input_size: int = 224, **kwargs: Any) -> MultiViewTransform:
         """MoCo v2's "aug+" (:class:`~ssl_hub.transforms.MoCoV2Transform`); for v3 BYOL's asymmetric views
