@@ -127,6 +127,8 @@ def run_one(make_method: Any, name: str, seed: int, args: argparse.Namespace, da
         training_args["learning_rate"] = args.learning_rate
     if args.warmup_ratio is not None:
         training_args["warmup_steps"] = args.warmup_ratio
+    if args.weight_decay is not None:  # else the recipe's, which may follow the backbone (MoCo v3, LeJEPA)
+        training_args["weight_decay"] = args.weight_decay
     for flag in ("optim", "timm_optimizer", "timm_optimizer_kwargs"):  # the recipe's optimizer unless one is given
         if getattr(args, flag) is not None:
             training_args[flag] = getattr(args, flag)
@@ -256,6 +258,7 @@ def main() -> None:
     parser.add_argument(
         "--timm-optimizer-kwargs", type=json.loads, default=None, help="its arguments, e.g. '{\"trust_coeff\": 0.02}'"
     )
+    parser.add_argument("--weight-decay", type=float, default=None, help="instead of the recipe's")
     parser.add_argument("--linear-epochs", type=int, default=30)
     parser.add_argument("--seeds", type=int, nargs="*", default=[0])
     parser.add_argument("--workers", type=int, default=0, help="DataLoader workers for the augmentations")
