@@ -123,13 +123,11 @@ def run_one(make_method: Any, name: str, seed: int, args: argparse.Namespace, da
         "dataloader_num_workers": args.workers,
         "use_cpu": not torch.cuda.is_available(),
     }
-    if args.learning_rate is not None:  # the recipes' rates are set for hundreds of epochs, not a few hundred steps
-        training_args["learning_rate"] = args.learning_rate
     if args.warmup_ratio is not None:
         training_args["warmup_steps"] = args.warmup_ratio
-    if args.weight_decay is not None:  # else the recipe's, which may follow the backbone (MoCo v3, LeJEPA)
-        training_args["weight_decay"] = args.weight_decay
-    for flag in ("optim", "timm_optimizer", "timm_optimizer_kwargs"):  # the recipe's optimizer unless one is given
+    # The recipe's rate, weight decay (which may follow the backbone: MoCo v3, LeJEPA) and optimizer unless one is
+    # given; the recipes' rates are set for hundreds of epochs, not a few hundred steps.
+    for flag in ("learning_rate", "weight_decay", "optim", "timm_optimizer", "timm_optimizer_kwargs"):
         if getattr(args, flag) is not None:
             training_args[flag] = getattr(args, flag)
     start = time.perf_counter()
