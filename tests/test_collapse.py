@@ -1,4 +1,5 @@
-"""Collapse measures: SimSiam's std of l2-normalised embeddings and RankMe's effective rank, against their formulas
+"""Collapse measures: SimSiam's std of l2-normalised embeddings, RankMe's effective rank and the normalised entropy
+of predictions, against their formulas
 computed here in float64, on cases whose values are known in closed form, and on bad input."""
 
 from __future__ import annotations
@@ -9,7 +10,7 @@ import pytest
 import torch
 from conftest import std_of_l2_normalized_reference
 
-from ssl_hub.eval import effective_rank, std_of_l2_normalized
+from ssl_hub.eval import effective_rank, normalized_entropy, std_of_l2_normalized
 
 
 def test_std_of_l2_normalized_is_the_papers_formula() -> None:
@@ -53,9 +54,33 @@ def test_effective_rank_counts_equal_singular_values(rank: int) -> None:
     assert effective_rank(features, epsilon=1e-12) == pytest.approx(rank, rel=1e-6)
 
 
+def normalized_entropy_reference(logits: list[list[float]]) -> float:
+    """Mean over the rows of -sum_k p_k ln p_k / ln K, p = softmax(row)."""
+    total = 0.0
+    for row in logits:
+        exps = [math.exp(x - max(row)) for x in row]
+        p = [e / sum(exps) for e in exps]
+        total += -sum(x * math.log(x) for x in p) / math.log(len(row))
+    return total / len(logits)
+
+
+def test_normalized_entropy_is_the_formula() -> None:
+    logits = torch.randn(5, 7, generator=torch.Generator().manual_seed(0), dtype=torch.float64) * 3
+    assert normalized_entropy(logits).item() == pytest.approx(normalized_entropy_reference(logits.tolist()), rel=1e-6)
+    assert not normalized_entropy(logits.requires_grad_()).requires_grad
+
+
+def test_normalized_entropy_is_one_for_uniform_and_zero_for_one_hot_predictions() -> None:
+    assert normalized_entropy(torch.full((3, 512), 0.25)).item() == pytest.approx(1.0, abs=1e-6)
+    one_hot = torch.eye(4)[[0, 2, 3]] * 100.0  # (3, 4): each row puts all its mass on one class
+    assert normalized_entropy(one_hot).item() == pytest.approx(0.0, abs=1e-6)
+
+
 @pytest.mark.parametrize(
     ("call", "message"),
     [
+        (lambda: normalized_entropy(torch.randn(4, 1)), "K >= 2"),
+        (lambda: normalized_entropy(torch.randn(4)), r"\(B, K\)"),
         (lambda: std_of_l2_normalized(torch.randn(1, 4)), "B >= 2"),
         (lambda: std_of_l2_normalized(torch.randn(4)), r"\(B, D\)"),
         (lambda: effective_rank(torch.randn(2, 3, 4)), r"\(N, D\)"),

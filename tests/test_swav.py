@@ -15,6 +15,7 @@ import torch.distributed as dist
 import torch.multiprocessing as mp
 from multi_crop_checks import ViewSizes, assert_hub_round_trip, fixed_views, train
 from test_distributed import WORLD_SIZE, free_port
+from torch.nn import functional as F
 from transformers import TrainerCallback
 
 from ssl_hub.heads import SwaVPrototypes
@@ -212,6 +213,23 @@ def test_trains_on_global_and_low_resolution_crops_and_round_trips(backbone: str
     assert any(not torch.equal(before[k], v) for k, v in method.backbone.state_dict().items())
     restored = assert_hub_round_trip(method, tmp_path / "hub", fixed_views(method, transform))
     assert torch.equal(restored.prototypes.layer.weight, method.prototypes.layer.weight)
+
+
+def test_logs_the_normalized_entropy_of_every_crops_predictions() -> None:
+    torch.manual_seed(0)
+    method = SwaV("test_resnet", **SMALL).double().eval()  # batch norm on running statistics: crop by crop alike
+    generator = torch.Generator().manual_seed(0)
+    views = [torch.randn(4, 3, size, size, generator=generator, dtype=torch.float64) for size in (32, 32, 16, 16)]
+    with torch.no_grad():
+        output = method(views=views)
+        crop_scores = [method.prototypes(F.normalize(method.projection_head(method.backbone(v)), dim=1)) for v in views]
+    expected = []  # -sum_k p_k ln p_k / ln K of p = softmax(scores / temperature), per prediction
+    for row in torch.cat(crop_scores).tolist():
+        logits = [x / 0.1 for x in row]
+        exps = [math.exp(x - max(logits)) for x in logits]
+        expected.append(-sum(e / sum(exps) * math.log(e / sum(exps)) for e in exps) / math.log(10))
+    assert output.metrics["prediction_entropy"].item() == pytest.approx(sum(expected) / len(expected), rel=1e-9)
+    assert 0.0 < output.metrics["prediction_entropy"].item() < 1.0
 
 
 def test_bad_arguments_are_refused_by_name() -> None:

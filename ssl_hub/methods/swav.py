@@ -22,6 +22,7 @@ from ssl_hub._validation import check_non_negative, check_positive, check_positi
 from ssl_hub.heads.swav import SwaVProjectionHead, SwaVPrototypes
 from ssl_hub.losses.swav import SwaVLoss
 from ssl_hub.methods.base import MethodConfig, Paper, SSLMethod, SSLMethodOutput
+from ssl_hub.modules.collapse import normalized_entropy
 from ssl_hub.modules.memory_bank import MemoryBankModule
 from ssl_hub.modules.multi_crop import (
     check_input_sizes,
@@ -134,7 +135,9 @@ class SwaV(SSLMethod):
     does before each iteration) and frozen for the first ``n_steps_frozen_prototypes`` optimizer steps. The codes of the
     global crops are computed by Sinkhorn-Knopp over the global batch, and, with a queue, over the queued embeddings of
     earlier batches too. Timm ViTs built for one size are rebuilt with ``dynamic_img_size=True`` so that they take the
-    smaller crops.
+    smaller crops. The Trainer's log shows ``prediction_entropy``, the predictions' entropy over ``ln K``
+    (:func:`~ssl_hub.modules.normalized_entropy`): near 1 the predictions are uniform, the trivial solution at which
+    the loss sits at ``ln K`` and the backbone learns nothing.
 
     The published backbone is the trained ``backbone``; the heads, prototypes and queues live in ``ssl/``.
     """
@@ -185,7 +188,9 @@ class SwaV(SSLMethod):
         scores = [self.prototypes(z) for z in embeddings]  # (B, K) each
         queue_scores = self._queue_scores(embeddings[:N_GLOBAL_CROPS]) if self.training and self.use_queue else None
         loss = self.criterion(scores[:N_GLOBAL_CROPS], scores[N_GLOBAL_CROPS:], queue_scores)
-        return SSLMethodOutput(loss=loss)
+        # 1 when the predictions are uniform over the prototypes: the trivial solution, where the loss sits at ln K
+        entropy = normalized_entropy(torch.cat(scores) / self.config.temperature)
+        return SSLMethodOutput(loss=loss, metrics={"prediction_entropy": entropy})
 
     @torch.no_grad()
     def _queue_scores(self, global_embeddings: Sequence[torch.Tensor]) -> list[torch.Tensor] | None:

@@ -7,9 +7,14 @@
   (2007). How many dimensions the features use: 1 for a rank-one feature matrix, ``k`` for ``k`` equal singular
   values. Features whose few dominant directions swamp the rest score low; a cosine kNN, which weighs directions as
   they come, can suffer from that where a linear probe, which rescales them, does not.
+- :func:`normalized_entropy`: the entropy of softmax predictions over ``K`` classes (prototypes) divided by ``ln K``.
+  1 when every prediction is uniform, the trivial solution of prototype methods whose loss is a cross-entropy
+  against targets that are uniform too (SwaV's loss then sits at ``ln K``); 0 when every prediction is one-hot.
 """
 
 from __future__ import annotations
+
+import math
 
 import torch
 from torch.nn import functional as F
@@ -51,3 +56,19 @@ def effective_rank(features: torch.Tensor, epsilon: float = 1e-7) -> float:
         raise ValueError("effective_rank: the features are all zero, so they have no rank.")
     p = singular_values / singular_values.sum() + epsilon
     return float(torch.exp(-(p * p.log()).sum()))
+
+
+def normalized_entropy(logits: torch.Tensor) -> torch.Tensor:
+    """The mean over the rows of ``H(softmax(logits)) / ln K``, in ``[0, 1]``.
+
+    Args:
+        logits: ``(B, K)`` logits of ``B`` predictions over ``K >= 2`` classes, temperature applied.
+
+    Returns:
+        A scalar tensor (no gradient).
+    """
+    if logits.ndim != 2 or logits.shape[1] < 2:
+        raise ValueError(f"normalized_entropy takes (B, K) logits with K >= 2, got {tuple(logits.shape)}.")
+    with torch.no_grad():
+        log_p = F.log_softmax(logits.to(torch.promote_types(logits.dtype, torch.float32)), dim=1)  # (B, K)
+        return -(log_p.exp() * log_p).sum(dim=1).mean() / math.log(logits.shape[1])
