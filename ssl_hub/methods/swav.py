@@ -68,7 +68,9 @@ class SwaVConfig(MethodConfig):
         projection_output_dim: Width of the embeddings compared with the prototypes.
         n_prototypes: Number of prototypes.
         n_steps_frozen_prototypes: Optimizer steps at the start during which the prototypes do not train (313 in
-            the official code, one epoch at batch 4096).
+            the official code: its scripts freeze one ImageNet epoch, 313 steps at batch 4096, 5005 at 256). Trained
+            too early, the prototypes turn away from embeddings that still crowd together, the predictions go
+            uniform and the loss sits at ``ln K`` (``prediction_entropy`` near 1).
         temperature: Softmax temperature of the predictions.
         sinkhorn_iterations: Sinkhorn-Knopp iterations.
         sinkhorn_epsilon: Entropy regularisation of the codes.
