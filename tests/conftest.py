@@ -63,6 +63,16 @@ def std_of_l2_normalized_reference(rows: list[list[float]]) -> float:
     return sum(stds) / len(stds)
 
 
+def normalized_entropy_reference(logits: list[list[float]]) -> float:
+    """Mean over the rows of -sum_k p_k ln p_k / ln K, p = softmax(row)."""
+    total = 0.0
+    for row in logits:
+        exps = [math.exp(x - max(row)) for x in row]
+        p = [e / sum(exps) for e in exps]
+        total += -sum(x * math.log(x) for x in p) / math.log(len(row))
+    return total / len(logits)
+
+
 def random_images(count: int, size: int = 32, seed: int = 0) -> np.ndarray:
     """``(count, size, size, 3)`` uint8 images with some structure (blobs), not just noise."""
     rng = np.random.default_rng(seed)

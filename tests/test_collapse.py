@@ -1,6 +1,6 @@
 """Collapse measures: SimSiam's std of l2-normalised embeddings, RankMe's effective rank and the normalised entropy
-of predictions, against their formulas
-computed here in float64, on cases whose values are known in closed form, and on bad input."""
+of predictions, against their formulas computed here in float64, on cases whose values are known in closed form, and
+on bad input."""
 
 from __future__ import annotations
 
@@ -8,7 +8,7 @@ import math
 
 import pytest
 import torch
-from conftest import std_of_l2_normalized_reference
+from conftest import normalized_entropy_reference, std_of_l2_normalized_reference
 
 from ssl_hub.eval import effective_rank, normalized_entropy, std_of_l2_normalized
 
@@ -52,16 +52,6 @@ def test_effective_rank_counts_equal_singular_values(rank: int) -> None:
     q, _ = torch.linalg.qr(torch.randn(40, rank, generator=torch.Generator().manual_seed(rank), dtype=torch.float64))
     features = torch.cat([5 * q, torch.zeros(40, 8 - rank, dtype=torch.float64)], dim=1)  # (40, 8)
     assert effective_rank(features, epsilon=1e-12) == pytest.approx(rank, rel=1e-6)
-
-
-def normalized_entropy_reference(logits: list[list[float]]) -> float:
-    """Mean over the rows of -sum_k p_k ln p_k / ln K, p = softmax(row)."""
-    total = 0.0
-    for row in logits:
-        exps = [math.exp(x - max(row)) for x in row]
-        p = [e / sum(exps) for e in exps]
-        total += -sum(x * math.log(x) for x in p) / math.log(len(row))
-    return total / len(logits)
 
 
 def test_normalized_entropy_is_the_formula() -> None:

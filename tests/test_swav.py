@@ -13,6 +13,7 @@ import pytest
 import torch
 import torch.distributed as dist
 import torch.multiprocessing as mp
+from conftest import normalized_entropy_reference
 from multi_crop_checks import ViewSizes, assert_hub_round_trip, fixed_views, train
 from test_distributed import WORLD_SIZE, free_port
 from torch.nn import functional as F
@@ -223,12 +224,9 @@ def test_logs_the_normalized_entropy_of_every_crops_predictions() -> None:
     with torch.no_grad():
         output = method(views=views)
         crop_scores = [method.prototypes(F.normalize(method.projection_head(method.backbone(v)), dim=1)) for v in views]
-    expected = []  # -sum_k p_k ln p_k / ln K of p = softmax(scores / temperature), per prediction
-    for row in torch.cat(crop_scores).tolist():
-        logits = [x / 0.1 for x in row]
-        exps = [math.exp(x - max(logits)) for x in logits]
-        expected.append(-sum(e / sum(exps) * math.log(e / sum(exps)) for e in exps) / math.log(10))
-    assert output.metrics["prediction_entropy"].item() == pytest.approx(sum(expected) / len(expected), rel=1e-9)
+    logits = [[x / 0.1 for x in row] for row in torch.cat(crop_scores).tolist()]  # scores / temperature
+    expected = normalized_entropy_reference(logits)
+    assert output.metrics["prediction_entropy"].item() == pytest.approx(expected, rel=1e-9)
     assert 0.0 < output.metrics["prediction_entropy"].item() < 1.0
 
 

@@ -20,6 +20,7 @@ import torch
 from torch.nn import functional as F
 
 from ssl_hub._validation import check_positive
+from ssl_hub.losses.utils import at_least_float32
 
 
 def std_of_l2_normalized(embeddings: torch.Tensor) -> torch.Tensor:
@@ -70,5 +71,5 @@ def normalized_entropy(logits: torch.Tensor) -> torch.Tensor:
     if logits.ndim != 2 or logits.shape[1] < 2:
         raise ValueError(f"normalized_entropy takes (B, K) logits with K >= 2, got {tuple(logits.shape)}.")
     with torch.no_grad():
-        log_p = F.log_softmax(logits.to(torch.promote_types(logits.dtype, torch.float32)), dim=1)  # (B, K)
+        log_p = F.log_softmax(at_least_float32(logits), dim=1)  # (B, K)
         return -(log_p.exp() * log_p).sum(dim=1).mean() / math.log(logits.shape[1])
