@@ -14,6 +14,7 @@ import timm
 import torch
 import torch.distributed as dist
 import torch.multiprocessing as mp
+from conftest import normalized_entropy_reference
 from multi_crop_checks import ViewSizes, assert_hub_round_trip, fixed_views, train
 from test_distributed import WORLD_SIZE, free_port
 from transformers import TrainerCallback
@@ -200,6 +201,24 @@ def test_trains_on_global_and_local_crops_and_round_trips(backbone: str, tmp_pat
     # The published weights are the teacher's, which differ from the student's after training.
     teacher, student = method.teacher_backbone.state_dict(), method.backbone.state_dict()
     assert any(not torch.equal(teacher[k], student[k]) for k in teacher if teacher[k].is_floating_point())
+
+
+def test_logs_the_normalized_entropy_of_the_centred_sharpened_teacher_targets() -> None:
+    torch.manual_seed(0)
+    method = DINO("test_resnet", **SMALL).double().eval()  # batch norm on running statistics: crop by crop alike
+    generator = torch.Generator().manual_seed(0)
+    method.criterion.center.copy_(torch.randn(1, 32, generator=generator, dtype=torch.float64))
+    method.teacher_temperature.fill_(0.07)
+    center = method.criterion.center.clone()
+    views = [torch.randn(4, 3, size, size, generator=generator, dtype=torch.float64) for size in (32, 32, 16, 16)]
+    with torch.no_grad():
+        output = method(views=views)
+        teacher = torch.cat([method.teacher_head(method.teacher_backbone(v)) for v in views[:2]])
+    assert not torch.equal(method.criterion.center, center)  # the loss moved it; the metric used the one before
+    logits = [[(t - c) / 0.07 for t, c in zip(row, center[0].tolist(), strict=True)] for row in teacher.tolist()]
+    expected = normalized_entropy_reference(logits)
+    assert output.metrics["teacher_entropy"].item() == pytest.approx(expected, rel=1e-9)
+    assert 0.0 < output.metrics["teacher_entropy"].item() < 1.0
 
 
 def test_a_vit_built_for_224_px_takes_96_px_local_crops_and_publishes_the_same_model(tmp_path: Path) -> None:

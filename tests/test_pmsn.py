@@ -4,9 +4,13 @@ test_msn.py's 2-process test."""
 
 from __future__ import annotations
 
+import math
+
 import pytest
 import torch
+from conftest import normalized_entropy_reference
 from masked_siamese_reference import kl, me_max, msn_reference, power_law
+from teacher_method_checks import transform_views
 
 import ssl_hub
 from ssl_hub.losses import MSNLoss, PMSNCustomLoss, PMSNLoss, power_law_distribution
@@ -73,6 +77,35 @@ def test_method_is_msn_with_the_prior_matching_loss() -> None:
     assert "2210.07277" in PMSN.paper.url
     views = [torch.randn(2, 3, 32, 32), torch.randn(2, 3, 32, 32), torch.randn(2, 3, 16, 16)]
     assert torch.isfinite(method(views=views).loss)
+
+
+@pytest.mark.parametrize("method_class", [MSN, PMSN])
+def test_logs_the_normalized_entropy_of_the_anchors_assignments(method_class: type[MSN]) -> None:
+    method = method_class("test_vit", projection_hidden_dim=32, projection_output_dim=16, num_prototypes=20).double()
+    views = [v.double() for v in transform_views(method)]
+    captured: dict[str, torch.Tensor] = {}
+    terms = method.criterion.terms
+
+    def capture(anchors: torch.Tensor, targets: torch.Tensor, prototypes: torch.Tensor, **kwargs: float) -> dict:
+        captured.update(anchors=anchors.detach(), prototypes=prototypes.detach())
+        return terms(anchors, targets, prototypes, **kwargs)
+
+    method.criterion.terms = capture  # type: ignore[method-assign]
+    output = method(views=views)
+
+    def unit(row: list[float]) -> list[float]:
+        norm = math.sqrt(sum(x * x for x in row))
+        return [x / norm for x in row]
+
+    prototypes = [unit(q) for q in captured["prototypes"].tolist()]
+    logits = [
+        [sum(a * b for a, b in zip(unit(z), q, strict=True)) / 0.1 for q in prototypes]  # cosine / temperature
+        for z in captured["anchors"].tolist()
+    ]
+    assert len(logits) == (len(views) - 1) * len(views[0])  # every anchor view of every image
+    expected = normalized_entropy_reference(logits)
+    assert output.metrics["prediction_entropy"].item() == pytest.approx(expected, rel=1e-9)
+    assert {"loss_cross_entropy", "loss_regularization"} <= set(output.metrics)
 
 
 def test_a_cnn_backbone_or_bad_values_fail_at_construction() -> None:

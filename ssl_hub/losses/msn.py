@@ -98,11 +98,10 @@ class MSNLoss(nn.Module):
         check_positive("target_sharpen_temperature", target_sharpen_temperature, type(self).__name__)
         num_views = len(anchors) // len(targets)
         with torch.autocast(anchors.device.type, enabled=False):  # K-long sums in float32 under mixed precision
-            prototypes = F.normalize(at_least_float32(prototypes), dim=1)  # (K, D)
-            anchor_logits = F.normalize(at_least_float32(anchors), dim=1) @ prototypes.T / self.temperature
-            anchor_log_probs = F.log_softmax(anchor_logits, dim=1)  # (V * B, K)
+            anchor_log_probs = F.log_softmax(self.anchor_logits(anchors, prototypes), dim=1)  # (V * B, K)
             with torch.no_grad():
-                target_logits = F.normalize(at_least_float32(targets.detach()), dim=1) @ prototypes.detach().T
+                unit_prototypes = F.normalize(at_least_float32(prototypes.detach()), dim=1)  # (K, D)
+                target_logits = F.normalize(at_least_float32(targets.detach()), dim=1) @ unit_prototypes.T  # (B, K)
                 # Sharpening softmax(x / tau) with T is softmax(x / (tau * T)), computed in log space.
                 sharpened = F.log_softmax(target_logits / (self.temperature * target_sharpen_temperature), dim=1)
                 if self.sinkhorn_iterations > 0:
@@ -121,6 +120,12 @@ class MSNLoss(nn.Module):
                     self.mean_probabilities(anchor_log_probs.exp())
                 )
         return terms
+
+    def anchor_logits(self, anchors: torch.Tensor, prototypes: torch.Tensor) -> torch.Tensor:
+        """``(N, D), (K, D) -> (N, K)``: the logits ``z . q / tau`` of the anchors' assignments, in float32."""
+        with torch.autocast(anchors.device.type, enabled=False):
+            prototypes = F.normalize(at_least_float32(prototypes), dim=1)  # (K, D)
+            return F.normalize(at_least_float32(anchors), dim=1) @ prototypes.T / self.temperature
 
     def mean_probabilities(self, probabilities: torch.Tensor) -> torch.Tensor:
         """``(N, K) -> (K,)``: the mean assignment, over all ranks' rows with ``gather_distributed``.

@@ -21,6 +21,7 @@ from ssl_hub._validation import check_non_negative, check_positive, check_positi
 from ssl_hub.heads.dino import DINOProjectionHead
 from ssl_hub.losses.dino import DINOLoss
 from ssl_hub.methods.base import MethodConfig, Paper, SSLMethod, SSLMethodOutput
+from ssl_hub.modules.collapse import normalized_entropy
 from ssl_hub.modules.ema import ema_copy
 from ssl_hub.modules.multi_crop import (
     check_input_sizes,
@@ -167,6 +168,11 @@ class DINO(SSLMethod):
     The published backbone is the **teacher**'s (``published_backbone = "teacher_backbone"``): DINO evaluates the
     teacher, which performs better than the student throughout training (paper sec. 5.2 / fig. 6). The student
     ``backbone`` lives in ``ssl/`` with the heads, the center and the teacher temperature.
+
+    The Trainer's log shows ``teacher_entropy``, the entropy of the centred, sharpened teacher targets over ``ln K``
+    (:func:`~ssl_hub.modules.normalized_entropy`; the paper's ``h(P_t)``, fig. 7). Centering alone drives it to 1,
+    uniform targets for every image; sharpening alone to 0, one dimension for every image. A run between the two
+    that stays at 1 has collapsed to uniform targets and its student learns nothing.
     """
 
     name = "dino"
@@ -212,8 +218,11 @@ class DINO(SSLMethod):
         with torch.no_grad():
             teacher_out = multi_crop_forward(lambda x: self.teacher_head(self.teacher_backbone(x)), views[:2], one_pass)
         student_out = multi_crop_forward(lambda x: self.projection_head(self.backbone(x)), views, one_pass)  # (B, K)
+        # h(P_t) / ln K of the paper's fig. 7, centred with the center before this batch moves it
+        teacher_logits = (torch.cat(teacher_out) - self.criterion.center) / self.teacher_temperature  # (2B, K)
+        entropy = normalized_entropy(teacher_logits)
         loss = self.criterion(teacher_out, student_out, teacher_temp=self.teacher_temperature)
-        return SSLMethodOutput(loss=loss)
+        return SSLMethodOutput(loss=loss, metrics={"teacher_entropy": entropy})
 
     def make_transform(self, input_size: int = 224, **kwargs: Any) -> MultiViewTransform:
         """:class:`DINOTransform` with global crops of ``input_size`` px and local crops scaled to them."""

@@ -21,6 +21,7 @@ from ssl_hub.heads.msn import MSNProjectionHead
 from ssl_hub.losses.msn import MSNLoss
 from ssl_hub.methods.base import MethodConfig, Paper, SSLMethod, SSLMethodOutput
 from ssl_hub.methods.dino import switch_off_dropout
+from ssl_hub.modules.collapse import normalized_entropy
 from ssl_hub.modules.ema import ema_copy
 from ssl_hub.modules.masked_vit import MaskedVisionTransformer
 from ssl_hub.modules.masking import MaskingRNG, mask_to_indices, num_masked, random_mask
@@ -137,6 +138,11 @@ class MSN(SSLMethod):
     The published backbone is the **target** encoder (``published_backbone = "teacher_backbone"``): MSN evaluates
     it (the official ``linear_eval.py`` / ``logistic_eval.py`` load ``target_encoder``). The student ``backbone``,
     the heads and the prototypes live in ``ssl/``.
+
+    The Trainer's log shows ``prediction_entropy``, the anchors' assignments' entropy over ``ln K``
+    (:func:`~ssl_hub.modules.normalized_entropy`), beside the loss's terms. Mean-entropy maximisation keeps the
+    *mean* assignment spread over the prototypes; this shows whether each anchor's own assignment is confident (near
+    0, what the sharpened targets ask for) or uniform (near 1, where the loss learns nothing).
     """
 
     name = "msn"
@@ -186,13 +192,15 @@ class MSN(SSLMethod):
             anchors.append(self.projection_head(self.masked_features(torch.cat(random_views))))  # (R * B, D)
         if focal_views:
             anchors.extend(multi_crop_forward(lambda x: self.projection_head(self.backbone(x)), focal_views))
+        anchor_embeddings = torch.cat(anchors)  # (V * B, D), view by view
         terms = self.criterion.terms(
-            torch.cat(anchors),  # (V * B, D), view by view
+            anchor_embeddings,
             targets,
             self.prototypes.weight,
             target_sharpen_temperature=self.config.target_sharpen_temperature,
         )
-        return SSLMethodOutput.from_terms(terms)
+        entropy = normalized_entropy(self.criterion.anchor_logits(anchor_embeddings, self.prototypes.weight))
+        return SSLMethodOutput.from_terms(terms, prediction_entropy=entropy)
 
     def masked_features(self, images: torch.Tensor) -> torch.Tensor:
         """Pooled features ``(B, D)`` of ``images`` with ``mask_ratio`` of each image's patches dropped."""
