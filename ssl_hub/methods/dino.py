@@ -218,9 +218,8 @@ class DINO(SSLMethod):
         with torch.no_grad():
             teacher_out = multi_crop_forward(lambda x: self.teacher_head(self.teacher_backbone(x)), views[:2], one_pass)
         student_out = multi_crop_forward(lambda x: self.projection_head(self.backbone(x)), views, one_pass)  # (B, K)
-        # h(P_t) / ln K of the paper's fig. 7, centred with the center before this batch moves it
-        teacher_logits = (torch.cat(teacher_out) - self.criterion.center) / self.teacher_temperature  # (2B, K)
-        entropy = normalized_entropy(teacher_logits)
+        # h(P_t) / ln K of the paper's fig. 7, read before the loss moves the center
+        entropy = normalized_entropy(self.criterion.teacher_logits(torch.cat(teacher_out), self.teacher_temperature))
         loss = self.criterion(teacher_out, student_out, teacher_temp=self.teacher_temperature)
         return SSLMethodOutput(loss=loss, metrics={"teacher_entropy": entropy})
 
