@@ -4,12 +4,10 @@ test_msn.py's 2-process test."""
 
 from __future__ import annotations
 
-import math
-
 import pytest
 import torch
 from conftest import normalized_entropy_reference
-from masked_siamese_reference import kl, me_max, msn_reference, power_law
+from masked_siamese_reference import kl, me_max, msn_reference, power_law, unit
 from teacher_method_checks import transform_views
 
 import ssl_hub
@@ -92,11 +90,6 @@ def test_logs_the_normalized_entropy_of_the_anchors_assignments(method_class: ty
 
     method.criterion.terms = capture  # type: ignore[method-assign]
     output = method(views=views)
-
-    def unit(row: list[float]) -> list[float]:
-        norm = math.sqrt(sum(x * x for x in row))
-        return [x / norm for x in row]
-
     prototypes = [unit(q) for q in captured["prototypes"].tolist()]
     logits = [
         [sum(a * b for a, b in zip(unit(z), q, strict=True)) / 0.1 for q in prototypes]  # cosine / temperature
