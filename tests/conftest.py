@@ -65,12 +65,19 @@ def std_of_l2_normalized_reference(rows: list[list[float]]) -> float:
 
 def normalized_entropy_reference(logits: list[list[float]]) -> float:
     """Mean over the rows of -sum_k p_k ln p_k / ln K, p = softmax(row)."""
-    total = 0.0
+    probabilities = []
     for row in logits:
         exps = [math.exp(x - max(row)) for x in row]
-        p = [e / sum(exps) for e in exps]
-        total += -sum(x * math.log(x) for x in p) / math.log(len(row))
-    return total / len(logits)
+        probabilities.append([e / sum(exps) for e in exps])
+    return probability_entropy_reference(probabilities)
+
+
+def probability_entropy_reference(probabilities: list[list[float]]) -> float:
+    """Mean over the rows p of -sum_k p_k ln p_k / ln K, with 0 ln 0 = 0."""
+    total = 0.0
+    for p in probabilities:
+        total += -sum(x * math.log(x) for x in p if x > 0) / math.log(len(p))
+    return total / len(probabilities)
 
 
 def random_images(count: int, size: int = 32, seed: int = 0) -> np.ndarray:

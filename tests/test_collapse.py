@@ -8,9 +8,9 @@ import math
 
 import pytest
 import torch
-from conftest import normalized_entropy_reference, std_of_l2_normalized_reference
+from conftest import normalized_entropy_reference, probability_entropy_reference, std_of_l2_normalized_reference
 
-from ssl_hub.eval import effective_rank, normalized_entropy, std_of_l2_normalized
+from ssl_hub.eval import effective_rank, normalized_entropy, normalized_entropy_of_probabilities, std_of_l2_normalized
 
 
 def test_std_of_l2_normalized_is_the_papers_formula() -> None:
@@ -66,10 +66,23 @@ def test_normalized_entropy_is_one_for_uniform_and_zero_for_one_hot_predictions(
     assert normalized_entropy(one_hot).item() == pytest.approx(0.0, abs=1e-6)
 
 
+def test_normalized_entropy_of_probabilities_is_the_formula_with_zero_terms_left_out() -> None:
+    probabilities = torch.rand(4, 6, generator=torch.Generator().manual_seed(0), dtype=torch.float64)
+    probabilities[1, :3] = 0.0  # 0 ln 0 = 0, not NaN
+    probabilities /= probabilities.sum(dim=1, keepdim=True)
+    expected = probability_entropy_reference(probabilities.tolist())
+    assert normalized_entropy_of_probabilities(probabilities).item() == pytest.approx(expected, rel=1e-12)
+    assert normalized_entropy_of_probabilities(torch.full((2, 8), 1 / 8)).item() == pytest.approx(1.0, abs=1e-6)
+    assert normalized_entropy_of_probabilities(torch.eye(5)[[1, 4]]).item() == 0.0
+    assert not normalized_entropy_of_probabilities(probabilities.requires_grad_()).requires_grad
+
+
 @pytest.mark.parametrize(
     ("call", "message"),
     [
         (lambda: normalized_entropy(torch.randn(4, 1)), "K >= 2"),
+        (lambda: normalized_entropy_of_probabilities(torch.ones(4, 1)), "K >= 2"),
+        (lambda: normalized_entropy_of_probabilities(torch.ones(4)), r"\(B, K\)"),
         (lambda: normalized_entropy(torch.randn(4)), r"\(B, K\)"),
         (lambda: std_of_l2_normalized(torch.randn(1, 4)), "B >= 2"),
         (lambda: std_of_l2_normalized(torch.randn(4)), r"\(B, D\)"),

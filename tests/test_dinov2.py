@@ -11,6 +11,7 @@ from pathlib import Path
 
 import pytest
 import torch
+from conftest import probability_entropy_reference
 from masked_siamese_reference import (
     dino_pairs_reference,
     ibot_patch_reference,
@@ -87,6 +88,9 @@ def test_loss_is_ibots_with_sinkhorn_knopp_plus_koleo_on_the_global_class_tokens
     views = views_of()
     with torch.no_grad():
         output = method(views=views)
+        teacher = twin.teacher_backbone
+        tokens = teacher.forward_features(torch.cat(views[:2]))
+        teacher_cls = twin.teacher_head(teacher.forward_head(tokens, pre_logits=True))  # (2B, K)
         distillation = twin.distillation_loss(views)
     features = distillation.student_global_features  # (2B, D): the student backbone's, of the masked global crops
     assert features.shape == (8, method.feature_dim)
@@ -97,6 +101,11 @@ def test_loss_is_ibots_with_sinkhorn_knopp_plus_koleo_on_the_global_class_tokens
     assert output.metrics["loss_koleo"].item() == pytest.approx(0.3 * koleo, rel=1e-5)
     assert output.metrics["loss_cls"].item() == pytest.approx(cls_loss, rel=1e-6)
     assert output.metrics["loss_patch"].item() == pytest.approx(patch_loss, rel=1e-6)
+    # the entropy of the class token's Sinkhorn-Knopp targets, over both global crops together
+    temperature = float(twin.teacher_temperature)
+    expected_entropy = probability_entropy_reference(sinkhorn_probs(teacher_cls.double(), temperature))
+    assert output.metrics["teacher_entropy"].item() == pytest.approx(expected_entropy, rel=1e-5)
+    assert 0.0 < expected_entropy < 1.0
 
 
 def test_centering_mode_uses_dinos_center() -> None:

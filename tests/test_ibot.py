@@ -11,6 +11,7 @@ from typing import Any
 
 import pytest
 import torch
+from conftest import probability_entropy_reference
 from masked_image_reference import Capture
 from masked_siamese_reference import dino_pairs_reference, ibot_patch_reference, rows, softmax
 from teacher_method_checks import check_hub_round_trip, transform_views
@@ -121,6 +122,11 @@ def test_loss_is_dinos_class_token_loss_plus_the_patch_loss_on_its_masks() -> No
     assert output.loss.item() == pytest.approx(cls_loss + patch_loss, rel=1e-5)
     assert output.metrics["loss_cls"].item() == pytest.approx(cls_loss, rel=1e-5)  # the logged terms
     assert output.metrics["loss_patch"].item() == pytest.approx(patch_loss, rel=1e-5)
+    # the class token's targets with the center from before the loss moved it
+    assert not torch.equal(method.criterion.center, twin.criterion.center)
+    expected_entropy = probability_entropy_reference(teacher_probs[0] + teacher_probs[1])
+    assert output.metrics["teacher_entropy"].item() == pytest.approx(expected_entropy, rel=1e-5)
+    assert 0.0 < expected_entropy < 1.0
 
 
 def test_a_separate_patch_head_has_its_own_teacher_and_center() -> None:

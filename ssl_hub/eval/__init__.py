@@ -15,4 +15,5 @@ from ssl_hub.eval.linear import linear_probe as linear_probe
 from ssl_hub.eval.monitor import KNNMonitorCallback as KNNMonitorCallback
 from ssl_hub.modules.collapse import effective_rank as effective_rank
 from ssl_hub.modules.collapse import normalized_entropy as normalized_entropy
+from ssl_hub.modules.collapse import normalized_entropy_of_probabilities as normalized_entropy_of_probabilities
 from ssl_hub.modules.collapse import std_of_l2_normalized as std_of_l2_normalized

@@ -100,8 +100,7 @@ class DINOLoss(nn.Module):
         teacher = at_least_float32(torch.stack(list(teacher_out)))  # (T, B, K)
         student = at_least_float32(torch.stack(list(student_out)))  # (S, B, K)
         with torch.autocast(teacher.device.type, enabled=False):  # the K-long sums in float32 under mixed precision
-            with torch.no_grad():
-                targets = F.softmax(self.teacher_logits(teacher.detach(), teacher_temp), dim=-1)  # (T, B, K)
+            targets = self.teacher_targets(teacher, teacher_temp)  # (T, B, K)
             log_probs = F.log_softmax(student / self.student_temp, dim=-1)  # (S, B, K)
             cross_entropy = -torch.einsum("tbk,sbk->ts", targets, log_probs) / teacher.shape[1]  # (T, S)
         different_crop = ~torch.eye(n_teacher, n_student, dtype=torch.bool, device=cross_entropy.device)
@@ -113,6 +112,12 @@ class DINOLoss(nn.Module):
         """``(..., K) -> (..., K)``: the centred, sharpened teacher outputs ``(t - c) / tau_t``, whose softmax is the
         targets, with the center as it is now (before this batch's update)."""
         return (teacher_out - self.center) / teacher_temp
+
+    @torch.no_grad()
+    def teacher_targets(self, teacher_out: torch.Tensor, teacher_temp: float | torch.Tensor) -> torch.Tensor:
+        """``(..., K) -> (..., K)``: the teacher distributions ``softmax((t - c) / tau_t)`` that the students
+        predict, with the center as it is now (before this batch's update)."""
+        return F.softmax(self.teacher_logits(at_least_float32(teacher_out.detach()), teacher_temp), dim=-1)
 
     @torch.no_grad()
     def update_center(self, teacher_out: torch.Tensor) -> None:

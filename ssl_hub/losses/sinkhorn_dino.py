@@ -58,13 +58,24 @@ class SinkhornDINOLoss(nn.Module):
                 f"(global crops first) with at least one pair of different crops, got {n_teacher} teacher and "
                 f"{n_student} student output(s)."
             )
-        teacher = at_least_float32(torch.cat([t.detach() for t in teacher_out]))  # (T * B, K)
+        teacher = torch.cat(list(teacher_out))  # (T * B, K)
         student = at_least_float32(torch.stack(list(student_out)))  # (S, B, K)
         with torch.autocast(teacher.device.type, enabled=False):
-            targets = sinkhorn(
-                teacher / teacher_temp, iterations=self.sinkhorn_iterations, epsilon=1.0, gather_distributed=True
-            ).view(n_teacher, -1, teacher.shape[-1])  # (T, B, K)
+            targets = self.teacher_targets(teacher, teacher_temp).view(n_teacher, -1, teacher.shape[-1])  # (T, B, K)
             log_probs = F.log_softmax(student / self.student_temp, dim=-1)  # (S, B, K)
             cross_entropy = -torch.einsum("tbk,sbk->ts", targets, log_probs) / targets.shape[1]  # (T, S)
         different_crop = ~torch.eye(n_teacher, n_student, dtype=torch.bool, device=cross_entropy.device)
         return cross_entropy[different_crop].mean()
+
+    @torch.no_grad()
+    def teacher_targets(self, teacher_out: torch.Tensor, teacher_temp: float | torch.Tensor) -> torch.Tensor:
+        """``(N, K) -> (N, K)``: the teacher distributions that the students predict, ``exp(t / tau_t)`` balanced by
+        Sinkhorn-Knopp over the ``K`` outputs and over the ``N`` teacher outputs of every global crop of the global
+        batch (its sums all-reduced on several processes); each row sums to 1."""
+        with torch.autocast(teacher_out.device.type, enabled=False):
+            return sinkhorn(
+                at_least_float32(teacher_out.detach()) / teacher_temp,
+                iterations=self.sinkhorn_iterations,
+                epsilon=1.0,
+                gather_distributed=True,
+            )

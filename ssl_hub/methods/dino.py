@@ -21,7 +21,7 @@ from ssl_hub._validation import check_non_negative, check_positive, check_positi
 from ssl_hub.heads.dino import DINOProjectionHead
 from ssl_hub.losses.dino import DINOLoss
 from ssl_hub.methods.base import MethodConfig, Paper, SSLMethod, SSLMethodOutput
-from ssl_hub.modules.collapse import normalized_entropy
+from ssl_hub.modules.collapse import normalized_entropy_of_probabilities
 from ssl_hub.modules.ema import ema_copy
 from ssl_hub.modules.multi_crop import (
     check_input_sizes,
@@ -220,7 +220,8 @@ class DINO(SSLMethod):
             teacher_out = multi_crop_forward(lambda x: self.teacher_head(self.teacher_backbone(x)), views[:2], one_pass)
         student_out = multi_crop_forward(lambda x: self.projection_head(self.backbone(x)), views, one_pass)  # (B, K)
         # h(P_t) / ln K of the paper's fig. 7, read before the loss moves the center
-        entropy = normalized_entropy(self.criterion.teacher_logits(torch.cat(teacher_out), self.teacher_temperature))
+        targets = self.criterion.teacher_targets(torch.cat(teacher_out), self.teacher_temperature)  # (2B, K)
+        entropy = normalized_entropy_of_probabilities(targets)
         loss = self.criterion(teacher_out, student_out, teacher_temp=self.teacher_temperature)
         return SSLMethodOutput(loss=loss, metrics={"teacher_entropy": entropy})
 

@@ -118,6 +118,9 @@ class DINOv2(IBOT):
     xFormers, the curated LVD-142M data, the high-resolution adaptation phase). Register tokens are used only
     when the timm backbone has them (e.g. ``vit_small_patch14_reg4_dinov2``). The published backbone is the
     teacher's.
+
+    The Trainer's log shows ``loss_cls``, ``loss_patch``, ``loss_koleo`` and ``teacher_entropy``, the entropy over
+    ``ln K`` of the class token's Sinkhorn-Knopp targets, computed once more for the metric.
     """
 
     name = "dinov2"
@@ -161,7 +164,7 @@ class DINOv2(IBOT):
         distillation = self.distillation_loss(views)
         koleo = sum(self.koleo(features) for features in distillation.student_global_features.chunk(2))
         terms = {**distillation.terms, "koleo": self.config.koleo_loss_weight * koleo}
-        return SSLMethodOutput.from_terms(terms)
+        return SSLMethodOutput.from_terms(terms, teacher_entropy=distillation.teacher_entropy)
 
     def make_transform(self, input_size: int = 224, **kwargs: Any) -> MultiViewTransform:
         """:class:`DINOTransform` with DINOv2's crops: global crops of ``input_size`` px and 32-100 % of the image,

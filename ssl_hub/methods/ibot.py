@@ -24,6 +24,7 @@ from ssl_hub.losses.ibot import IBOTPatchLoss
 from ssl_hub.losses.sinkhorn_dino import SinkhornDINOLoss
 from ssl_hub.methods.base import LearningRateScaling, MethodConfig, Paper, SSLMethod, SSLMethodOutput
 from ssl_hub.methods.dino import switch_off_dropout
+from ssl_hub.modules.collapse import normalized_entropy_of_probabilities
 from ssl_hub.modules.ema import ema_copy
 from ssl_hub.modules.masked_vit import MaskedVisionTransformer
 from ssl_hub.modules.masking import MaskingRNG, block_mask
@@ -191,10 +192,12 @@ class DistillationOutput:
         terms: The weighted class-token (``cls``) and masked-patch (``patch``) losses, whose sum is the loss.
         student_global_features: ``(2B, D)`` the student backbone's pooled features of the (masked) global crops,
             crop by crop.
+        teacher_entropy: The class-token teacher targets' entropy over ``ln K``, averaged over the ``2B`` targets.
     """
 
     terms: dict[str, torch.Tensor]
     student_global_features: torch.Tensor
+    teacher_entropy: torch.Tensor
 
 
 @register_method
@@ -222,6 +225,10 @@ class IBOT(SSLMethod):
 
     The published backbone is the **teacher**'s (``published_backbone = "teacher_backbone"``), which iBOT
     evaluates, as DINO. The student ``backbone``, its mask token, the heads and the centers live in ``ssl/``.
+
+    The Trainer's log shows ``loss_cls``, ``loss_patch`` and ``teacher_entropy``: the entropy of the class token's
+    teacher targets over ``ln K``, as :class:`~ssl_hub.methods.DINO` logs it (near 1 the targets are uniform and
+    carry nothing for the student to learn).
     """
 
     name = "ibot"
@@ -338,15 +345,20 @@ class IBOT(SSLMethod):
         student_patch_out = student_patch_head(encoded.patch_tokens[mask])  # (M, K_p)
         student_local = multi_crop_forward(lambda x: self.projection_head(self.backbone(x)), views[2:])
         student_cls = [*student_global.chunk(2), *student_local]  # (B, K) per crop, the global crops first
+        # read before the loss moves the class token's center (iBOT) or from the same Sinkhorn targets (DINOv2)
+        teacher_entropy = normalized_entropy_of_probabilities(
+            self.criterion.teacher_targets(teacher_cls, self.teacher_temperature)  # (2B, K)
+        )
         cls_loss = self.criterion(list(teacher_cls.chunk(2)), student_cls, teacher_temp=self.teacher_temperature)
         patch_loss = self.patch_criterion(
             teacher_patch_out, student_patch_out, mask, teacher_temp=self.teacher_patch_temperature
         )
         terms = {"cls": cfg.cls_loss_weight * cls_loss, "patch": cfg.patch_loss_weight * patch_loss}
-        return DistillationOutput(terms=terms, student_global_features=student_global_features)
+        return DistillationOutput(terms, student_global_features, teacher_entropy)
 
     def forward(self, views: Sequence[torch.Tensor]) -> SSLMethodOutput:
-        return SSLMethodOutput.from_terms(self.distillation_loss(views).terms)
+        distillation = self.distillation_loss(views)
+        return SSLMethodOutput.from_terms(distillation.terms, teacher_entropy=distillation.teacher_entropy)
 
     def make_transform(self, input_size: int = 224, **kwargs: Any) -> MultiViewTransform:
         """The method's multi-crop transform with global crops of ``input_size`` px and local crops scaled to them

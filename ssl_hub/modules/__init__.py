@@ -2,6 +2,7 @@
 
 from ssl_hub.modules.collapse import effective_rank as effective_rank
 from ssl_hub.modules.collapse import normalized_entropy as normalized_entropy
+from ssl_hub.modules.collapse import normalized_entropy_of_probabilities as normalized_entropy_of_probabilities
 from ssl_hub.modules.collapse import std_of_l2_normalized as std_of_l2_normalized
 from ssl_hub.modules.dense_features import DenseFeaturesError as DenseFeaturesError
 from ssl_hub.modules.dense_features import dense_feature_dim as dense_feature_dim

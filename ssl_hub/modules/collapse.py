@@ -10,6 +10,8 @@
 - :func:`normalized_entropy`: the entropy of softmax predictions over ``K`` classes (prototypes) divided by ``ln K``.
   1 when every prediction is uniform, the trivial solution of prototype methods whose loss is a cross-entropy
   against targets that are uniform too (SwaV's loss then sits at ``ln K``); 0 when every prediction is one-hot.
+  :func:`normalized_entropy_of_probabilities` is the same measure of distributions given as probabilities (DINOv2's
+  Sinkhorn-Knopp targets, which are no softmax of logits).
 """
 
 from __future__ import annotations
@@ -71,5 +73,24 @@ def normalized_entropy(logits: torch.Tensor) -> torch.Tensor:
     if logits.ndim != 2 or logits.shape[1] < 2:
         raise ValueError(f"normalized_entropy takes (B, K) logits with K >= 2, got {tuple(logits.shape)}.")
     with torch.no_grad():
-        log_p = F.log_softmax(at_least_float32(logits), dim=1)  # (B, K)
-        return -(log_p.exp() * log_p).sum(dim=1).mean() / math.log(logits.shape[1])
+        return normalized_entropy_of_probabilities(F.softmax(at_least_float32(logits), dim=1))
+
+
+def normalized_entropy_of_probabilities(probabilities: torch.Tensor) -> torch.Tensor:
+    """The mean over the rows of ``H(p) / ln K`` for rows ``p`` that are distributions over ``K`` classes, in
+    ``[0, 1]``; zero probabilities add nothing (``0 log 0 = 0``).
+
+    Args:
+        probabilities: ``(B, K)``, ``K >= 2``, each row non-negative and summing to 1.
+
+    Returns:
+        A scalar tensor (no gradient).
+    """
+    if probabilities.ndim != 2 or probabilities.shape[1] < 2:
+        raise ValueError(
+            "normalized_entropy_of_probabilities takes (B, K) probabilities with K >= 2, got "
+            f"{tuple(probabilities.shape)}."
+        )
+    with torch.no_grad():
+        p = at_least_float32(probabilities)  # (B, K)
+        return -torch.special.xlogy(p, p).sum(dim=1).mean() / math.log(p.shape[1])
