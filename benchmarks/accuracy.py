@@ -109,8 +109,8 @@ def run_one(make_method: Any, name: str, seed: int, args: argparse.Namespace, da
     initial: dict[str, Any] = {}
     if args.evaluate_initial:  # what the published backbone scores before pretraining: the method's own starting point
         with torch.random.fork_rng():  # the DataLoaders draw seeds: the pretraining must see the same random stream
-            initial = evaluate_backbone(method.published, data["eval"], DATA_CONFIG,
-                                        knn=True, linear=True, linear_epochs=args.linear_epochs)  # fmt: skip
+            initial = evaluate_backbone(method.published, data["eval"], DATA_CONFIG, knn=True, linear=True,
+                                        linear_epochs=args.linear_epochs, num_workers=args.workers)  # fmt: skip
     training_args = {
         "output_dir": str(Path(args.work_dir) / f"{name}-seed{seed}"),
         "num_train_epochs": args.epochs,
@@ -136,7 +136,7 @@ def run_one(make_method: Any, name: str, seed: int, args: argparse.Namespace, da
     seconds = time.perf_counter() - start
     published = method.published
     accuracy = evaluate_backbone(published, data["eval"], DATA_CONFIG, knn=True, linear=True,
-                                 linear_epochs=args.linear_epochs)  # fmt: skip
+                                 linear_epochs=args.linear_epochs, num_workers=args.workers)  # fmt: skip
     row = {
         "method": name, "seed": seed, "knn": accuracy["knn_top1"], "linear": accuracy["linear_top1"],
         "seconds": seconds, "images_per_second": len(data["pretrain"]) * args.epochs / seconds,
@@ -146,7 +146,8 @@ def run_one(make_method: Any, name: str, seed: int, args: argparse.Namespace, da
         "augmentation": result.training["augmentation"].splitlines()[0], "device": device_name(),
     }  # fmt: skip
     # RankMe of the test features: how many directions they use (cosine kNN suffers from a few dominant ones)
-    test_features, _ = extract_features(published, data["eval"].test, eval_transform(DATA_CONFIG))
+    test_features, _ = extract_features(published, data["eval"].test, eval_transform(DATA_CONFIG),
+                                        num_workers=args.workers)  # fmt: skip
     row["feature_rank"] = effective_rank(test_features)
     if args.method_kwargs:
         row["method_kwargs"] = args.method_kwargs
@@ -166,7 +167,7 @@ def run_one(make_method: Any, name: str, seed: int, args: argparse.Namespace, da
     if other is not None:
         prefix, encoder = other
         scores = evaluate_backbone(encoder, data["eval"], DATA_CONFIG, knn=True, linear=True,
-                                   linear_epochs=args.linear_epochs)  # fmt: skip
+                                   linear_epochs=args.linear_epochs, num_workers=args.workers)  # fmt: skip
         row.update({f"{prefix}_knn": scores["knn_top1"], f"{prefix}_linear": scores["linear_top1"]})
     return row
 
@@ -259,7 +260,9 @@ def main() -> None:
     parser.add_argument("--weight-decay", type=float, default=None, help="instead of the recipe's")
     parser.add_argument("--linear-epochs", type=int, default=30)
     parser.add_argument("--seeds", type=int, nargs="*", default=[0])
-    parser.add_argument("--workers", type=int, default=0, help="DataLoader workers for the augmentations")
+    parser.add_argument(
+        "--workers", type=int, default=0, help="DataLoader workers for the augmentations and the evaluations' images"
+    )
     parser.add_argument("--threads", type=int, default=None)
     parser.add_argument("--no-reference-rows", action="store_true",
                         help="skip the raw-pixel and untrained-backbone rows (the same in every run)")  # fmt: skip
@@ -313,7 +316,7 @@ def main() -> None:
         torch.manual_seed(0)  # the untrained row is reproducible too
         untrained_backbone = create_backbone(args.backbone, **args.backbone_kwargs).to(DEVICE)
         untrained = evaluate_backbone(untrained_backbone, data["eval"], DATA_CONFIG, knn=True, linear=True,
-                                      linear_epochs=args.linear_epochs)  # fmt: skip
+                                      linear_epochs=args.linear_epochs, num_workers=args.workers)  # fmt: skip
         report({"method": f"untrained {args.backbone}", "seed": None, "knn": untrained["knn_top1"],
                 "linear": untrained["linear_top1"]})  # fmt: skip
 

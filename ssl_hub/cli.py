@@ -252,6 +252,9 @@ def run_eval(argv: list[str]) -> int:
     parser.add_argument("--knn-temperature", "--knn_temperature", type=float, default=0.1)
     parser.add_argument("--linear-epochs", "--linear_epochs", type=int, default=100)
     parser.add_argument("--batch-size", "--batch_size", type=int, default=256)
+    parser.add_argument(
+        "--num-workers", "--num_workers", type=int, default=0, help="DataLoader workers that preprocess the images"
+    )
     parser.add_argument("--no-push", "--no_push", action="store_true", help="do not push results to the Hub")
     parser.add_argument("--token", default=None, help="Hub token for the push (default: HF_TOKEN / logged-in)")
     args = parser.parse_args(argv)
@@ -268,6 +271,7 @@ def run_eval(argv: list[str]) -> int:
             knn_temperature=args.knn_temperature,
             linear_epochs=args.linear_epochs,
             batch_size=args.batch_size,
+            num_workers=args.num_workers,
             push=not args.no_push,
             token=args.token,
         )

@@ -7,8 +7,10 @@ import os
 import subprocess
 import sys
 from pathlib import Path
+from typing import Any
 
 import pytest
+import timm
 import torch
 from conftest import random_images
 from hub_server import HubState
@@ -17,7 +19,9 @@ from PIL import Image
 from test_methods import train_a_few_steps
 
 import ssl_hub
-from ssl_hub.eval import finetune, linear_probe
+from ssl_hub.data.resolve import resolve_data
+from ssl_hub.eval import KNNMonitorCallback, eval_transform, extract_features, finetune, linear_probe
+from ssl_hub.eval import knn as knn_module
 from ssl_hub.eval.evaluate import evaluate_published, merge_entries
 
 
@@ -67,12 +71,38 @@ def labelled_folder(root: Path, per_split: dict[str, int]) -> Path:
     return root
 
 
+def test_dataloader_workers_extract_the_same_features_in_the_same_order(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    splits = resolve_data(str(labelled_folder(tmp_path / "data", {"train": 10, "val": 2})))
+    backbone = timm.create_model("test_resnet", num_classes=0)
+    transform = eval_transform(timm.data.resolve_data_config({}, model=backbone) | {"input_size": (3, 32, 32)})
+    workers_used = []
+    data_loader = knn_module.DataLoader
+
+    def recording_data_loader(*args: Any, **kwargs: Any) -> Any:
+        workers_used.append(kwargs["num_workers"])
+        return data_loader(*args, **kwargs)
+
+    monkeypatch.setattr(knn_module, "DataLoader", recording_data_loader)
+    features, labels = extract_features(backbone, splits.train, transform, batch_size=3)
+    with_workers = extract_features(backbone, splits.train, transform, batch_size=3, num_workers=2)
+    assert workers_used == [0, 2]
+    assert features.shape == (10, backbone.num_features)
+    torch.testing.assert_close(with_workers[0], features, rtol=0, atol=0)
+    assert torch.equal(with_workers[1], labels)
+    assert sorted(labels.tolist()) == [0] * 5 + [1] * 5
+
+
 def test_knn_monitor_logs_through_the_trainer_and_reaches_the_card(tmp_path: Path) -> None:
     data = labelled_folder(tmp_path / "data", {"train": 24, "val": 8})
     method = ssl_hub.create_method("simclr", backbone="test_resnet")
     args = {"output_dir": str(tmp_path / "out"), "max_steps": 4, "per_device_train_batch_size": 8,
-            "use_cpu": True, "save_strategy": "no", "disable_tqdm": True, "logging_steps": 2}  # fmt: skip
+            "use_cpu": True, "save_strategy": "no", "disable_tqdm": True, "logging_steps": 2,
+            "dataloader_num_workers": 1}  # fmt: skip
     result = ssl_hub.pretrain(method, str(data), args, image_size=32, knn_every_n_steps=2, knn_k=5)
+    monitors = [c for c in result.trainer.callback_handler.callbacks if isinstance(c, KNNMonitorCallback)]
+    assert [monitor.num_workers for monitor in monitors] == [1]  # the pretraining's workers preprocess its images
     logged = [(entry["step"], entry["knn_top1"]) for entry in result.trainer.state.log_history if "knn_top1" in entry]
     assert [step for step, _ in logged] == [2, 4]
     # the Trainer's own log of those steps is kept
@@ -91,7 +121,7 @@ def test_eval_command_writes_knn_and_linear_results_into_a_local_card(tmp_path: 
     folder = method.save_pretrained(tmp_path / "hub")
     data = labelled_folder(tmp_path / "data", {"train": 20, "val": 10})
     command = [sys.executable, "-m", "ssl_hub.cli", "eval", str(folder), "--data", str(data), "--knn-k", "5",
-               "--linear-epochs", "5"]  # fmt: skip
+               "--linear-epochs", "5", "--num-workers", "1"]  # fmt: skip
     run = subprocess.run(command, capture_output=True, text=True, timeout=600,
                          env={**os.environ, "OMP_NUM_THREADS": "1"})  # fmt: skip
     assert run.returncode == 0, run.stderr[-3000:]

@@ -33,6 +33,7 @@ def evaluate_backbone(
     knn_temperature: float = 0.1,
     linear_epochs: int = 100,
     batch_size: int = 256,
+    num_workers: int = 0,
 ) -> dict[str, float]:
     """Top-1 accuracies (percent) of a frozen backbone, features extracted once for every evaluation.
 
@@ -46,6 +47,7 @@ def evaluate_backbone(
         knn_temperature: Vote temperature.
         linear_epochs: Epochs of the linear probe.
         batch_size: Images per feature-extraction batch.
+        num_workers: DataLoader worker processes that decode and preprocess the images.
 
     Returns:
         ``{"knn_top1": ..., "linear_top1": ...}`` for the evaluations run.
@@ -58,8 +60,8 @@ def evaluate_backbone(
     if not (splits.train.has_labels and splits.test.has_labels):
         raise ValueError(f"Evaluating needs labelled images; {splits.info.get('name')} has no labels.")
     transform = eval_transform(data_config)
-    train_features, train_labels = extract_features(backbone, splits.train, transform, batch_size)
-    test_features, test_labels = extract_features(backbone, splits.test, transform, batch_size)
+    train_features, train_labels = extract_features(backbone, splits.train, transform, batch_size, num_workers)
+    test_features, test_labels = extract_features(backbone, splits.test, transform, batch_size, num_workers)
     results = {}
     if knn:
         results["knn_top1"] = knn_accuracy(
@@ -157,6 +159,7 @@ def evaluate_published(
     knn_temperature: float = 0.1,
     linear_epochs: int = 100,
     batch_size: int = 256,
+    num_workers: int = 0,
     push: bool = True,
     token: str | None = None,
 ) -> list[dict[str, Any]]:
@@ -172,6 +175,7 @@ def evaluate_published(
         knn_temperature: Vote temperature.
         linear_epochs: Epochs of the linear probe.
         batch_size: Images per feature-extraction batch.
+        num_workers: DataLoader worker processes that decode and preprocess the images.
         push: Push the updated folder back when ``source`` is a Hub repository.
         token: Hub token for the push.
 
@@ -188,7 +192,7 @@ def evaluate_published(
     splits = resolve_data(data)
     values = evaluate_backbone(
         backbone, splits, data_config, knn=knn, linear=linear, knn_k=knn_k, knn_temperature=knn_temperature,
-        linear_epochs=linear_epochs, batch_size=batch_size,
+        linear_epochs=linear_epochs, batch_size=batch_size, num_workers=num_workers,
     )  # fmt: skip
     entries = result_entries(values, splits.info, knn_k=knn_k, knn_temperature=knn_temperature)
     if not remote:

@@ -28,6 +28,8 @@ class KNNMonitorCallback(TrainerCallback):
         k: Neighbours.
         temperature: Vote temperature.
         backbone_attribute: The method's submodule to evaluate (its published backbone by default).
+        num_workers: DataLoader worker processes that preprocess the images (``pretrain`` passes the Trainer's
+            ``dataloader_num_workers``).
     """
 
     def __init__(
@@ -38,6 +40,7 @@ class KNNMonitorCallback(TrainerCallback):
         k: int = 200,
         temperature: float = 0.1,
         backbone_attribute: str | None = None,
+        num_workers: int = 0,
     ) -> None:
         if every_n_steps is not None and every_n_steps < 1:
             raise ValueError(f"KNNMonitorCallback: every_n_steps must be >= 1 or None, got {every_n_steps}.")
@@ -47,6 +50,7 @@ class KNNMonitorCallback(TrainerCallback):
         self.k = k
         self.temperature = temperature
         self.backbone_attribute = backbone_attribute
+        self.num_workers = num_workers
         self.trainer: Trainer | None = None
         self.history: list[tuple[int, float]] = []  # (step, kNN top-1)
 
@@ -67,8 +71,9 @@ class KNNMonitorCallback(TrainerCallback):
         attribute = self.backbone_attribute or str(getattr(model, "published_backbone", "backbone"))
         backbone = getattr(model, attribute)
         value = evaluate_backbone(
-            backbone, self.splits, self.data_config, knn=True, knn_k=self.k, knn_temperature=self.temperature
-        )["knn_top1"]
+            backbone, self.splits, self.data_config, knn=True, knn_k=self.k, knn_temperature=self.temperature,
+            num_workers=self.num_workers,
+        )["knn_top1"]  # fmt: skip
         self.history.append((state.global_step, value))
         log_from_callback(self.trainer, {"knn_top1": value, "best_knn_top1": self.best or value})
 

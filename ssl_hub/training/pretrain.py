@@ -252,13 +252,19 @@ def pretrain(
     optimizer = _optimizer(method, training_args)  # bad arguments fail here
     published = method.published
 
+    workers = training_args.dataloader_num_workers  # the pretraining's, for the evaluation's preprocessing too
+
     def knn_top1() -> dict[str, float]:
-        return evaluate_backbone(published, splits, data_config, knn_k=knn_k, knn_temperature=knn_temperature)
+        return evaluate_backbone(
+            published, splits, data_config, knn_k=knn_k, knn_temperature=knn_temperature, num_workers=workers
+        )
 
     before = knn_top1() if evaluate and is_main else None
     monitors = []
     if evaluate and knn_every_n_steps is not None:
-        monitors.append(KNNMonitorCallback(splits, data_config, knn_every_n_steps, knn_k, knn_temperature))
+        monitors.append(
+            KNNMonitorCallback(splits, data_config, knn_every_n_steps, knn_k, knn_temperature, num_workers=workers)
+        )
 
     monitor = LossMonitor()
     method_metrics = MethodMetricsCallback()
