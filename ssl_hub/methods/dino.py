@@ -170,10 +170,10 @@ class DINO(SSLMethod):
     ``backbone`` lives in ``ssl/`` with the heads, the center and the teacher temperature.
 
     The Trainer's log shows ``teacher_entropy``, the entropy of the centred, sharpened teacher targets over ``ln K``
-    (:func:`~ssl_hub.modules.normalized_entropy`; the paper's ``h(P_t)``, fig. 7). Centering alone drives it to 1,
-    uniform targets for every image; sharpening alone to 0, one dimension for every image. At 1 the targets carry
-    nothing for the student to learn; just below 1 they carry a weak signal (0.97 through DINO's short Fashion-MNIST
-    runs in ``benchmarks/RESULTS.md``, whose loss sat near ``ln K``).
+    (:func:`~ssl_hub.modules.normalized_entropy_of_probabilities`; the paper's ``h(P_t)``, fig. 7). Centering alone
+    drives it to 1, uniform targets for every image; sharpening alone to 0, one dimension for every image. At 1 the
+    targets carry nothing for the student to learn; just below 1 they carry a weak signal (0.97 through DINO's short
+    Fashion-MNIST runs in ``benchmarks/RESULTS.md``, whose loss sat near ``ln K``).
     """
 
     name = "dino"

@@ -345,7 +345,7 @@ class IBOT(SSLMethod):
         student_patch_out = student_patch_head(encoded.patch_tokens[mask])  # (M, K_p)
         student_local = multi_crop_forward(lambda x: self.projection_head(self.backbone(x)), views[2:])
         student_cls = [*student_global.chunk(2), *student_local]  # (B, K) per crop, the global crops first
-        # read before the loss moves the class token's center (iBOT) or from the same Sinkhorn targets (DINOv2)
+        # before the loss moves the class token's center (iBOT); DINOv2's Sinkhorn-Knopp targets are computed twice
         teacher_entropy = normalized_entropy_of_probabilities(
             self.criterion.teacher_targets(teacher_cls, self.teacher_temperature)  # (2B, K)
         )
