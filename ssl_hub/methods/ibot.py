@@ -354,7 +354,9 @@ class IBOT(SSLMethod):
             teacher_patch_out, student_patch_out, mask, teacher_temp=self.teacher_patch_temperature
         )
         terms = {"cls": cfg.cls_loss_weight * cls_loss, "patch": cfg.patch_loss_weight * patch_loss}
-        return DistillationOutput(terms, student_global_features, teacher_entropy)
+        return DistillationOutput(
+            terms=terms, student_global_features=student_global_features, teacher_entropy=teacher_entropy
+        )
 
     def forward(self, views: Sequence[torch.Tensor]) -> SSLMethodOutput:
         distillation = self.distillation_loss(views)
