@@ -108,16 +108,11 @@ class DINOLoss(nn.Module):
         self.update_center(teacher)
         return loss
 
-    def teacher_logits(self, teacher_out: torch.Tensor, teacher_temp: float | torch.Tensor) -> torch.Tensor:
-        """``(..., K) -> (..., K)``: the centred, sharpened teacher outputs ``(t - c) / tau_t``, whose softmax is the
-        targets, with the center as it is now (before this batch's update)."""
-        return (teacher_out - self.center) / teacher_temp
-
     @torch.no_grad()
     def teacher_targets(self, teacher_out: torch.Tensor, teacher_temp: float | torch.Tensor) -> torch.Tensor:
         """``(..., K) -> (..., K)``: the teacher distributions ``softmax((t - c) / tau_t)`` that the students
         predict, with the center as it is now (before this batch's update)."""
-        return F.softmax(self.teacher_logits(at_least_float32(teacher_out.detach()), teacher_temp), dim=-1)
+        return F.softmax((at_least_float32(teacher_out.detach()) - self.center) / teacher_temp, dim=-1)
 
     @torch.no_grad()
     def update_center(self, teacher_out: torch.Tensor) -> None:
