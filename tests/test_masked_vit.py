@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import copy
+import logging
 import math
 from pathlib import Path
 
@@ -238,11 +239,15 @@ def test_non_vit_backbones_are_refused_naming_those_that_fit(backbone: str) -> N
     assert "deit" in str(error.value)
 
 
-@pytest.mark.parametrize("name", ["mae", "simmim", "aim"])
-def test_masked_image_methods_refuse_non_vit_backbones_at_construction(name: str) -> None:
+@pytest.mark.parametrize("name", ["mae", "simmim", "aim", "ijepa"])
+def test_masked_image_methods_refuse_non_vit_backbones_at_construction(
+    name: str, caplog: pytest.LogCaptureFixture
+) -> None:
     assert ssl_hub.get_method_class(name).requires_vit
     with pytest.raises(UnsupportedBackboneError, match=r"needs a timm Vision Transformer.*'test_resnet'.*vit_"):
         ssl_hub.create_method(name, backbone="test_resnet")
+    # The error is all the user sees: no warning first about the ViT defaults (weight_init...) the CNN refused.
+    assert not [record for record in caplog.records if record.levelno >= logging.WARNING]
 
 
 def test_the_adapter_does_not_own_the_vit() -> None:

@@ -250,7 +250,8 @@ class SSLMethod(nn.Module):
             return create_backbone(backbone, **defaults, **timm_kwargs)
         except TypeError as error:
             model = create_backbone(backbone, **timm_kwargs)  # raises again if the user's arguments were the cause
-            logger.warning(f"{self.display_name}: {backbone} refused the defaults {defaults} ({error}); built without.")
+            # Debug, not a warning: every architecture that refuses them is one the method then refuses, saying why.
+            logger.debug(f"{self.display_name}: {backbone} refused the defaults {defaults} ({error}); built without.")
             return model
 
     @property
