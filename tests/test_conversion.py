@@ -22,6 +22,7 @@ import timm
 import torch
 import torchvision
 from huggingface_hub import ModelCard
+from timm.layers import resample_abs_pos_embed
 from torch import nn
 
 import ssl_hub
@@ -625,6 +626,15 @@ def test_safetensors_input_and_image_size(tmp_path: Path) -> None:
     model = timm.create_model(f"local-dir:{tmp_path / 'hub'}", pretrained=True).eval()
     with torch.no_grad():
         assert model(torch.randn(1, 3, 32, 32)).shape == (1, 64)
+    # Every weight is the source's, the position embedding resampled from the 4 x 4 patch grid to 2 x 2 as timm does.
+    source, converted = vit.state_dict(), model.state_dict()
+    assert set(converted) == set(source)
+    for name, value in source.items():
+        if name != "pos_embed":
+            torch.testing.assert_close(converted[name], value, rtol=0, atol=0, msg=name)
+    resampled = resample_abs_pos_embed(vit.pos_embed.detach(), new_size=(2, 2), old_size=(4, 4), num_prefix_tokens=1)
+    assert converted["pos_embed"].shape == (1, 1 + 4, 64)
+    torch.testing.assert_close(converted["pos_embed"], resampled)
 
 
 # What a converted folder is to ssl_hub

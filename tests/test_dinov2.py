@@ -12,6 +12,7 @@ from pathlib import Path
 import pytest
 import torch
 from conftest import probability_entropy_reference
+from masked_image_reference import Capture
 from masked_siamese_reference import (
     dino_pairs_reference,
     ibot_patch_reference,
@@ -84,26 +85,38 @@ def test_loss_is_ibots_with_sinkhorn_knopp_plus_koleo_on_the_global_class_tokens
     method = DINOv2("test_vit", **SMALL, koleo_loss_weight=0.3)
     assert isinstance(method.criterion, SinkhornDINOLoss)
     assert method.patch_criterion.center_mode == "sinkhorn_knopp"
-    twin = copy.deepcopy(method)
+    twin = copy.deepcopy(method)  # the same weights and mask sequence
+    assert twin.patch_head is None  # the official default: the patch tokens share the class token's head
+    encoder = Capture(method.encoder)
     views = views_of()
     with torch.no_grad():
         output = method(views=views)
-        teacher = twin.teacher_backbone
-        tokens = teacher.forward_features(torch.cat(views[:2]))
-        teacher_cls = twin.teacher_head(teacher.forward_head(tokens, pre_logits=True))  # (2B, K)
-        distillation = twin.distillation_loss(views)
-    features = distillation.student_global_features  # (2B, D): the student backbone's, of the masked global crops
-    assert features.shape == (8, method.feature_dim)
+
+        global_crops = torch.cat(views[:2])  # (8, 3, 64, 64): 4 x 4 patches
+        mask = twin.sample_masks(8, (4, 4), global_crops.device)
+        assert torch.equal(encoder.kwargs["mask"], mask)  # the student's global crops are masked ...
+        tokens = twin.teacher_backbone.forward_features(global_crops)  # ... the teacher's are not
+        teacher_cls = twin.teacher_head(tokens[:, 0])  # (8, K)
+        teacher_patch = twin.teacher_head(tokens[:, 1:][mask])  # (M, K)
+        student = twin.encoder(global_crops, mask=mask).tokens
+        features = student[:, 0]  # (8, D): the student backbone's class token, of the masked global crops
+        student_cls = [*twin.projection_head(features).chunk(2)]
+        student_cls += [twin.projection_head(twin.backbone(v)) for v in views[2:]]
+        student_patch = twin.projection_head(student[:, 1:][mask])
+    # Sinkhorn-Knopp runs over both global crops' class tokens together, and over all masked patches together.
+    cls_probs = sinkhorn_probs(teacher_cls.double(), float(twin.teacher_temperature))
+    cls_loss = dino_pairs_reference([cls_probs[:4], cls_probs[4:]], student_cls, 0.1)
+    patch_probs = sinkhorn_probs(teacher_patch.double(), float(twin.teacher_patch_temperature))
+    patch_loss = ibot_patch_reference(patch_probs, student_patch, mask, 0.1)
     koleo = koleo_reference(features[:4]) + koleo_reference(features[4:])  # per global crop, not across them
-    cls_loss, patch_loss = distillation.terms["cls"].item(), distillation.terms["patch"].item()
+    assert int(mask.sum()) > 0
     assert output.loss.item() == pytest.approx(cls_loss + patch_loss + 0.3 * koleo, rel=1e-5)
     # the logged terms
     assert output.metrics["loss_koleo"].item() == pytest.approx(0.3 * koleo, rel=1e-5)
-    assert output.metrics["loss_cls"].item() == pytest.approx(cls_loss, rel=1e-6)
-    assert output.metrics["loss_patch"].item() == pytest.approx(patch_loss, rel=1e-6)
+    assert output.metrics["loss_cls"].item() == pytest.approx(cls_loss, rel=1e-5)
+    assert output.metrics["loss_patch"].item() == pytest.approx(patch_loss, rel=1e-5)
     # the entropy of the class token's Sinkhorn-Knopp targets, over both global crops together
-    temperature = float(twin.teacher_temperature)
-    expected_entropy = probability_entropy_reference(sinkhorn_probs(teacher_cls.double(), temperature))
+    expected_entropy = probability_entropy_reference(cls_probs)
     assert output.metrics["teacher_entropy"].item() == pytest.approx(expected_entropy, rel=1e-5)
     assert 0.0 < expected_entropy < 1.0
 

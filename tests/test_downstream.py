@@ -44,6 +44,8 @@ def test_upernet_gets_every_backbone_weight_and_trains(folders: dict[str, Path])
     output = model(pixel_values=torch.randn(2, 3, 64, 64), labels=torch.randint(0, 3, (2, 64, 64)))
     output.loss.backward()
     assert torch.isfinite(output.loss)
+    # the segmentation loss trains the loaded backbone: transformers leaves it unfrozen
+    assert all(p.grad is not None and p.grad.abs().sum() > 0 for p in model.backbone._backbone.parameters())
 
 
 def test_a_backbone_of_another_architecture_is_refused(folders: dict[str, Path]) -> None:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import math
 import os
 import shutil
 import socket
@@ -101,7 +102,11 @@ def test_pretrain_push_then_load_everywhere_in_a_fresh_process(hub: HubState, tm
         rows = [{{"pixel_values": p, "labels": i % 3}} for i, p in enumerate(pixels["pixel_values"])]
         args = TrainingArguments(output_dir={str(tmp_path / "finetune")!r}, max_steps=2, per_device_train_batch_size=2,
                                  use_cpu=True, save_strategy="no", report_to="none", disable_tqdm=True)
-        result["finetune_loss"] = Trainer(model=classifier.train(), args=args, train_dataset=rows).train().training_loss
+        head = classifier.timm_model.get_classifier().weight
+        head_before = head.detach().clone()
+        finetuned = Trainer(model=classifier.train(), args=args, train_dataset=rows).train()
+        result["finetune_loss"], result["finetune_steps"] = finetuned.training_loss, finetuned.global_step
+        result["finetune_moved_head"] = not torch.equal(head_before, head.detach())
 
         from transformers import DetrConfig, DetrForObjectDetection
         from ssl_hub.hub.downstream import TimmFPNBackbone, load_backbone_weights
@@ -118,6 +123,8 @@ def test_pretrain_push_then_load_everywhere_in_a_fresh_process(hub: HubState, tm
         loss = detr(pixel_values=torch.randn(2, 3, 64, 64), labels=labels).loss
         loss.backward()
         result["detr_loss"] = loss.item()
+        result["detr_backbone_grad"] = any(
+            p.grad is not None and p.grad.abs().sum().item() > 0 for p in detr.model.backbone.parameters())
 
         from torchvision.models.detection import FasterRCNN
         backbone = TimmFPNBackbone("hf-hub:{repo}", out_channels=32)
@@ -127,6 +134,8 @@ def test_pretrain_push_then_load_everywhere_in_a_fresh_process(hub: HubState, tm
         losses = detector([torch.rand(3, 64, 80), torch.rand(3, 64, 80)], targets)
         sum(losses.values()).backward()
         result["faster_rcnn_losses"] = {{k: v.item() for k, v in losses.items()}}
+        result["faster_rcnn_backbone_grad"] = any(
+            p.grad is not None and p.grad.abs().sum().item() > 0 for p in backbone.parameters())
         print(json.dumps(result))
         """,
         HF_HOME=str(tmp_path / "consumer-home"),
@@ -136,12 +145,17 @@ def test_pretrain_push_then_load_everywhere_in_a_fresh_process(hub: HubState, tm
     assert result["timm_max_diff"] == 0.0
     assert result["transformers_max_diff"] < 1e-5  # same weights; float32 rounding of other memory alignment
     assert result["pixel_shape"] == [4, 3, 32, 32]
-    assert result["finetune_loss"] == pytest.approx(result["finetune_loss"])  # finite
+    assert math.isfinite(result["finetune_loss"])
+    assert result["finetune_steps"] == 2
+    assert result["finetune_moved_head"] is True
     assert result["detr_filled"] == ["model.backbone.model"]
     assert result["detr_equal"] is True
-    assert torch.isfinite(torch.tensor(result["detr_loss"]))
+    assert math.isfinite(result["detr_loss"])
+    assert result["detr_backbone_grad"] is True  # the loaded backbone is trained, not frozen
     assert set(result["faster_rcnn_losses"]) == {"loss_classifier", "loss_box_reg", "loss_objectness",
                                                  "loss_rpn_box_reg"}  # fmt: skip
+    assert all(math.isfinite(value) for value in result["faster_rcnn_losses"].values())
+    assert result["faster_rcnn_backbone_grad"] is True
 
 
 def test_pushed_card_parses_shows_eval_results_and_no_token(hub: HubState, pretrained: Path,

@@ -5,7 +5,9 @@ from __future__ import annotations
 import copy
 import logging
 import math
+from collections.abc import Callable
 from pathlib import Path
+from typing import Any
 
 import pytest
 import timm
@@ -34,6 +36,7 @@ from ssl_hub.modules import (
     random_prefix_lengths,
     sincos_position_embedding,
 )
+from ssl_hub.modules import masked_vit as masked_vit_module
 from ssl_hub.modules.backbone import fit_input_size
 
 # timm ViTs of every prefix layout, all built offline: class token; registers without class token; class +
@@ -79,15 +82,40 @@ def test_nothing_masked_reproduces_timm_forward_features_exactly(key: str, image
         torch.testing.assert_close(output.class_token, output.tokens[:, 0], rtol=0, atol=0)
 
 
-def test_gradient_checkpointing_gives_the_same_tokens(images: torch.Tensor) -> None:
+def test_gradient_checkpointing_gives_the_same_tokens_and_gradients(
+    images: torch.Tensor, monkeypatch: pytest.MonkeyPatch
+) -> None:
     vit = make_vit("test_vit")
     adapter = MaskedVisionTransformer(vit)
     causal = prefix_causal_attention_mask(torch.tensor([1, 2, 3]), 4, num_prefix_tokens=1)
-    expected = [adapter(images).tokens, adapter(images, attn_mask=causal).tokens]
+
+    def tokens_and_gradient(attn_mask: torch.Tensor | None) -> tuple[torch.Tensor, torch.Tensor]:
+        vit.zero_grad()
+        tokens = adapter(images, attn_mask=attn_mask).tokens
+        tokens.square().sum().backward()
+        return tokens.detach(), vit.patch_embed.proj.weight.grad.clone()
+
+    expected = [tokens_and_gradient(None), tokens_and_gradient(causal)]
+    checkpointed: list[str] = []  # which of timm's helpers ran: the whole sequence, or block by block with a mask
+
+    def counted(name: str) -> Callable[..., torch.Tensor]:
+        helper = getattr(masked_vit_module, name)
+
+        def run(*args: Any, **kwargs: Any) -> torch.Tensor:
+            checkpointed.append(name)
+            return helper(*args, **kwargs)
+
+        return run
+
+    for name in ("checkpoint", "checkpoint_seq"):
+        monkeypatch.setattr(masked_vit_module, name, counted(name))
     vit.set_grad_checkpointing(True)
     vit.train()  # no dropout in test_vit: training mode only switches checkpointing on
-    for attn_mask, tokens in zip([None, causal], expected, strict=True):
-        torch.testing.assert_close(adapter(images, attn_mask=attn_mask).tokens, tokens)
+    for attn_mask, (tokens, gradient) in zip([None, causal], expected, strict=True):
+        got_tokens, got_gradient = tokens_and_gradient(attn_mask)
+        torch.testing.assert_close(got_tokens, tokens)
+        torch.testing.assert_close(got_gradient, gradient)
+    assert checkpointed == ["checkpoint_seq"] + ["checkpoint"] * len(vit.blocks)
 
 
 @pytest.mark.parametrize("key", ["test_vit", "registers_no_class_token", "deit_distilled"])
@@ -124,6 +152,7 @@ def test_mask_token_hides_the_masked_pixels(images: torch.Tensor) -> None:
     adapter(images, mask=mask).tokens.sum().backward()
     assert adapter.mask_token is not None
     assert adapter.mask_token.grad is not None
+    assert adapter.mask_token.grad.abs().sum() > 0  # the masked patches' tokens reach the output
 
 
 def test_prefix_causal_attention_matches_its_definition() -> None:

@@ -98,6 +98,7 @@ def test_mask_token_learns() -> None:
     method(views=[torch.randn(2, 3, 64, 64)]).loss.backward()
     assert method.encoder.mask_token is not None
     assert method.encoder.mask_token.grad is not None
+    assert method.encoder.mask_token.grad.abs().sum() > 0  # the loss on the masked pixels reaches it
     assert "encoder.mask_token" in method.state_dict()  # saved in ssl/, not in the published backbone
 
 

@@ -288,5 +288,8 @@ def test_a_method_saved_before_training_loads_and_trains(tmp_path: Path) -> None
     restored = ssl_hub.load_method(method.save_pretrained(tmp_path / "hub"))
     assert isinstance(restored, TiCo)
     assert torch.equal(restored.criterion.C, torch.zeros(16, 16))
+    before = {name: value.detach().clone() for name, value in restored.backbone.named_parameters()}
     pretrain(restored, tmp_path / "run", steps=1)
     assert restored.criterion.C.shape == (16, 16)
+    assert restored.criterion.C.abs().sum() > 0  # the step updated the covariance, and the weights
+    assert any(not torch.equal(value, before[name]) for name, value in restored.backbone.named_parameters())

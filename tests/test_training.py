@@ -394,11 +394,18 @@ def test_a_run_resumed_from_a_checkpoint_ends_as_the_uninterrupted_run_with_a_ti
     """The Trainer checkpoints the timm optimizer's state (LARS's momentum buffers) and the schedule with the weights:
     resuming at step 1 or 2 of 4 ends on the weights of the run that was never interrupted. Step 2 ends the first
     epoch. Mid-epoch the Trainer restores the random state only after drawing the first resumed batch; the views are
-    the same because each image's are drawn from (seed, epoch, index), not from the process's random state."""
+    the same because each image's are drawn from (seed, epoch, index), not from the process's random state. The
+    resumed run starts from other random weights and counts its steps, so only the checkpoint can bring it there."""
     images = ArrayImageDataset(random_images(16, 32))  # two steps of 8 per epoch
 
-    def train(output_dir: Path, resume_from: Path | None = None) -> dict[str, torch.Tensor]:
-        torch.manual_seed(0)
+    class StepCounter(TrainerCallback):
+        steps = 0
+
+        def on_step_end(self, args: TrainingArguments, state: Any, control: Any, **kwargs: Any) -> None:
+            self.steps += 1
+
+    def train(output_dir: Path, resume_from: Path | None = None) -> tuple[dict[str, torch.Tensor], int]:
+        torch.manual_seed(0 if resume_from is None else 1)
         method = ssl_hub.create_method("simclr", "test_resnet")
         arguments = cpu_run(
             output_dir,
@@ -411,17 +418,20 @@ def test_a_run_resumed_from_a_checkpoint_ends_as_the_uninterrupted_run_with_a_ti
         )
         if resume_from is not None:
             arguments["resume_from_checkpoint"] = str(resume_from)
+        counter = StepCounter()
         ssl_hub.pretrain(
             method,
             images,
             arguments,
             image_size=32,
+            callbacks=[counter],
             save=False,  # the checkpoints are what resuming reads; no hub folder is needed
         )
-        return {name: value.detach().clone() for name, value in method.named_parameters()}
+        return {name: value.detach().clone() for name, value in method.named_parameters()}, counter.steps
 
-    uninterrupted = train(tmp_path / "whole")
-    resumed = train(tmp_path / "resumed", resume_from=tmp_path / "whole" / f"checkpoint-{checkpoint}")
+    uninterrupted, steps = train(tmp_path / "whole")
+    resumed, resumed_steps = train(tmp_path / "resumed", resume_from=tmp_path / "whole" / f"checkpoint-{checkpoint}")
+    assert (steps, resumed_steps) == (4, 4 - checkpoint)
     torch.manual_seed(0)
     initial = dict(ssl_hub.create_method("simclr", "test_resnet").named_parameters())
     for name, value in uninterrupted.items():

@@ -174,7 +174,7 @@ def test_transform_has_the_papers_augmentation() -> None:
         VICRegTransform(solarize_prob=1.5)
 
 
-def test_method_trains_with_its_transform_and_three_layer_expander() -> None:
+def test_method_loss_is_the_formula_on_its_three_layer_expander_and_it_has_its_transform() -> None:
     method = ssl_hub.create_method("vicreg", backbone="test_resnet", projection_hidden_dim=32, projection_output_dim=16)
     assert type(method.make_transform(32)) is VICRegTransform
     linears = [m for m in method.projection_head.modules() if isinstance(m, torch.nn.Linear)]

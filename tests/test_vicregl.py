@@ -156,6 +156,13 @@ def test_terms_sum_to_the_loss_and_each_is_weighted_by_alpha() -> None:
     terms = criterion.terms(features, grids)
     assert set(terms) == {f"{s}_{t}" for s in ("global", "local") for t in ("invariance", "variance", "covariance")}
     assert torch.stack(list(terms.values())).sum().item() == pytest.approx(criterion(features, grids).item())
+    # the global terms are alpha times the official global loss, the local ones 1 - alpha times its local loss
+    lists = as_lists(features, grids)
+    global_loss = vicregl_reference(*lists, alpha=1.0, num_matches=(20, 4))
+    local_loss = vicregl_reference(*lists, alpha=0.0, num_matches=(20, 4))
+    for scope, expected in [("global", 0.75 * global_loss), ("local", 0.25 * local_loss)]:
+        scoped = sum(value.item() for name, value in terms.items() if name.startswith(scope))
+        assert scoped == pytest.approx(expected, rel=1e-10)
     assert set(VICRegLLoss(alpha=1.0).terms(features, grids)) == {
         "global_invariance",
         "global_variance",
