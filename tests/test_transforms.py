@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import numpy as np
 import pytest
 import torch
 from conftest import random_images
@@ -20,6 +21,7 @@ from ssl_hub.transforms import (
     SimCLRViewTransform,
     SimSiamTransform,
 )
+from ssl_hub.transforms.view import GaussianBlur
 
 
 @pytest.fixture
@@ -114,18 +116,42 @@ def test_byol_view_arguments_reach_both_default_views(image: Image.Image) -> Non
 
 
 @pytest.mark.parametrize("input_size", [32, 224])
-def test_blur_spreads_a_point_by_the_drawn_sigma_at_any_image_size(input_size: int) -> None:
-    """The default kernel holds the whole Gaussian (as PIL's GaussianBlur(radius=sigma) of the official code): at
-    32 px as at 224 px, a blurred point spreads with standard deviation sigma (a 3 px kernel at 32 px gave 0.8)."""
+def test_blur_spreads_a_line_by_the_drawn_sigma_at_any_image_size(input_size: int) -> None:
+    """PIL images are blurred by Pillow's GaussianBlur(radius=sigma), as in the official code; tensors by a kernel that
+    holds the whole Gaussian. Either way, at 32 px as at 224 px, a blurred line spreads with standard deviation
+    sigma (a 3 px kernel at 32 px gave 0.8)."""
     view = SimCLRViewTransform(input_size=input_size, gaussian_blur=1.0, sigmas=(2.0, 2.0), normalize=None)
+    steps = list(view.transforms)
+    (index,) = [
+        i for i, t in enumerate(steps) if isinstance(t, v2.RandomApply) and isinstance(t.transforms[0], v2.GaussianBlur)
+    ]
+    assert index < next(i for i, t in enumerate(steps) if isinstance(t, v2.ToImage))  # blurs the PIL image
+    blur = steps[index].transforms[0]
+    assert isinstance(blur, GaussianBlur)
+    offsets = torch.arange(63, dtype=torch.float64) - 31
+
+    image = Image.new("RGB", (63, 63))  # a bright vertical line in column 31
+    for y in range(63):
+        image.putpixel((31, y), (255, 255, 255))
+    blurred = blur(image)
+    assert isinstance(blurred, Image.Image)
+    profile = torch.tensor(np.asarray(blurred, dtype=np.float64)[31, :, 0])  # (63,): one row, one channel
+    assert profile.sum().item() == pytest.approx(255.0, rel=0.01)
+    assert torch.sqrt((profile / profile.sum() * offsets**2).sum()).item() == pytest.approx(2.0, rel=0.03)
+
+    line = torch.zeros(1, 63, 63, dtype=torch.float64)
+    line[0, :, 31] = 1.0
+    profile = blur(line)[0, 31]  # (63,)
+    assert profile.sum().item() == pytest.approx(1.0)
+    assert torch.sqrt((profile * offsets**2).sum()).item() == pytest.approx(2.0, rel=0.01)
+
+
+def test_a_blur_kernel_size_given_is_torchvisions_convolution_of_that_size() -> None:
+    view = SimCLRViewTransform(input_size=32, gaussian_blur=1.0, kernel_size=5, normalize=None)
     (blur,) = [t.transforms[0] for t in view.transforms if isinstance(t, v2.RandomApply)
                and isinstance(t.transforms[0], v2.GaussianBlur)]  # fmt: skip
-    point = torch.zeros(1, 31, 31, dtype=torch.float64)
-    point[0, 15, 15] = 1.0
-    spread = blur(point)[0]  # (31, 31): the 2-D kernel
-    offsets = torch.arange(31, dtype=torch.float64) - 15
-    assert spread.sum().item() == pytest.approx(1.0)
-    assert torch.sqrt((spread.sum(dim=0) * offsets**2).sum()).item() == pytest.approx(2.0, rel=0.01)
+    assert type(blur) is v2.GaussianBlur
+    assert list(blur.kernel_size) == [5, 5]
 
 
 def crop_interpolations(transform: object) -> set[InterpolationMode]:

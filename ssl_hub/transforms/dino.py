@@ -38,8 +38,9 @@ class DINOTransform(MultiViewTransform):
         cj_hue: Hue jitter factor.
         random_gray_scale: Probability of converting to grayscale.
         gaussian_blur: Blur probabilities of (first global crop, second global crop, local crops).
-        kernel_size: Blur kernel side; ``None`` for :func:`~ssl_hub.transforms.multi_view.blur_kernel_size`
-            (10 % of each crop's side, at least 6 x the largest sigma + 1).
+        kernel_size: Side of a torchvision convolution kernel for the blur; ``None``: Pillow's
+            ``GaussianBlur(radius=sigma)`` on PIL images, as the official code (tensors: a kernel of
+            :func:`~ssl_hub.transforms.multi_view.blur_kernel_size`).
         sigmas: Range of the blur's standard deviation.
         solarization_prob: Probability of solarizing the second global crop.
         normalize: ``{"mean", "std"}`` to normalise with, or ``None``.

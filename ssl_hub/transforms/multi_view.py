@@ -55,9 +55,9 @@ def to_normalized_tensor(normalize: dict[str, tuple[float, ...]] | None) -> list
 
 
 def blur_kernel_size(input_size: int, max_sigma: float = 2.0) -> int:
-    """The Gaussian blur's kernel side: odd, 10 % of the image side (SimCLR's rule: 23 px at 224 px), and at least
-    ``6 * max_sigma + 1`` so that a small image is blurred by the whole Gaussian of the drawn sigma, as PIL's
-    ``GaussianBlur(radius=sigma)`` in the official MoCo v2, BYOL-style, DINO, SwAV, Barlow Twins and VICReg code (and
-    LightlySSL's) blurs at every size. Below twice the image side, as reflect padding requires."""
+    """The kernel side of the Gaussian blur of tensor images (PIL images are blurred by Pillow, which needs none):
+    odd, 10 % of the image side (SimCLR's rule: 23 px at 224 px), and at least ``6 * max_sigma + 1`` so that a small
+    image is blurred by the whole Gaussian of the drawn sigma, as Pillow's ``GaussianBlur(radius=sigma)`` of the
+    official code blurs at every size. Below twice the image side, as reflect padding requires."""
     side = max(int(0.1 * input_size), 2 * math.ceil(3 * max_sigma)) // 2 * 2 + 1
     return min(side, 2 * input_size - 1)

@@ -35,8 +35,9 @@ class SMoGTransform(MultiViewTransform):
         cj_sat: Saturation jitter factor.
         cj_hue: Hue jitter factor.
         random_gray_scale: Probability of converting to grayscale.
-        kernel_size: Blur kernel side; ``None`` for :func:`~ssl_hub.transforms.multi_view.blur_kernel_size`
-            (10 % of each crop's side, at least 6 x the largest sigma + 1).
+        kernel_size: Side of a torchvision convolution kernel for the blur; ``None``: Pillow's
+            ``GaussianBlur(radius=sigma)`` on PIL images, as the official code (tensors: a kernel of
+            :func:`~ssl_hub.transforms.multi_view.blur_kernel_size`).
         normalize: ``{"mean", "std"}`` to normalise with, or ``None``.
         interpolation: Resampling of the random resized crop: ``"bicubic"``, ``"bilinear"`` or ``"nearest"``.
         input_size: Side of the global crops when ``crop_sizes`` is not given (what ``method.make_transform``

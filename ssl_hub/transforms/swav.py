@@ -36,8 +36,9 @@ class SwaVTransform(MultiViewTransform):
         cj_hue: Hue jitter factor.
         random_gray_scale: Probability of converting to grayscale.
         gaussian_blur: Probability of Gaussian blur.
-        kernel_size: Blur kernel side; ``None`` for :func:`~ssl_hub.transforms.multi_view.blur_kernel_size`
-            (10 % of each crop's side, at least 6 x the largest sigma + 1).
+        kernel_size: Side of a torchvision convolution kernel for the blur; ``None``: Pillow's
+            ``GaussianBlur(radius=sigma)`` on PIL images, as the official code (tensors: a kernel of
+            :func:`~ssl_hub.transforms.multi_view.blur_kernel_size`).
         sigmas: Range of the blur's standard deviation.
         normalize: ``{"mean", "std"}`` to normalise with, or ``None``.
         interpolation: Resampling of the random resized crop: ``"bicubic"``, ``"bilinear"`` or ``"nearest"``.

@@ -45,7 +45,9 @@ class VICRegLTransform(MultiViewTransform):
             one number for all crops.
         solarization_prob: Probability of solarization of the first, third, ... crop of each category and of the
             others; one number for all crops.
-        kernel_size: Blur kernel side; ``None`` for :func:`~ssl_hub.transforms.multi_view.blur_kernel_size`.
+        kernel_size: Side of a torchvision convolution kernel for the blur; ``None``: Pillow's
+            ``GaussianBlur(radius=sigma)`` on PIL images, as the official code (tensors: a kernel of
+            :func:`~ssl_hub.transforms.multi_view.blur_kernel_size`).
         sigmas: Range of the blur's standard deviation.
         normalize: ``{"mean", "std"}`` to normalise with, or ``None``.
         interpolation: Resampling of the random resized crop: ``"bicubic"``, ``"bilinear"`` or ``"nearest"``.
