@@ -173,6 +173,19 @@ def test_schedules_during_a_trainer_run_follow_the_paper(tmp_path: Path) -> None
     assert not [n for n in decayed if n.startswith("teacher_")]  # the teacher is not optimised
 
 
+@pytest.mark.parametrize(("arguments", "steps"), [({"max_steps": 6}, 6), ({"num_train_epochs": 1.5}, 6)])
+def test_epoch_schedules_count_the_epochs_steps_in_a_run_of_partial_epochs(
+    tmp_path: Path, arguments: dict[str, Any], steps: int
+) -> None:
+    """An epoch is 4 steps here (32 images, batch 8) however long the run: the Trainer rounds its num_train_epochs up
+    to 2 for 6 steps, which would make a 3-step epoch of max_steps / num_train_epochs."""
+    method = DINO("test_resnet", **SMALL, warmup_teacher_temp=0.04, teacher_temp=0.07, warmup_teacher_temp_epochs=1)
+    recorder = ScheduleRecorder(method)
+    result = train(method, tmp_path, image_size=32, images=32, callbacks=[recorder], **arguments)
+    assert (result.trainer.state.global_step, result.trainer.state.num_train_epochs) == (steps, 2)
+    assert [s["temperature"] for s in recorder.steps] == pytest.approx([0.04, 0.0475, 0.055, 0.0625, 0.07, 0.07])
+
+
 def test_default_training_arguments_are_the_official_recipe() -> None:
     args = training_arguments(DINO("test_resnet", **SMALL), output_dir="unused", report_to="none")
     assert args.max_grad_norm == 3.0

@@ -36,7 +36,8 @@ def test_cosine_schedule_follows_byol_formula() -> None:
 def test_linear_warmup_then_constant() -> None:
     assert [linear_warmup_schedule(s, 4, 0.04, 0.08) for s in (0, 2, 4, 9)] == pytest.approx([0.04, 0.06, 0.08, 0.08])
     assert linear_warmup_schedule(0, 0, 0.04, 0.08) == 0.08
-    assert steps_per_epoch(100, 3) == 34
+    assert steps_per_epoch(100, 3) == 34  # 100 batches, 3 accumulation steps: the Trainer's count, rounded up
+    assert steps_per_epoch(None, 3, max_steps=7) == 7  # no length: the whole run is one epoch, as for the Trainer
 
 
 def test_update_momentum_is_the_exact_moving_average() -> None:
@@ -123,13 +124,20 @@ def test_a_published_teacher_left_near_its_initialisation_is_warned_about(
         assert shares[0] <= 0.1 < shares[1]
 
 
-def test_frozen_parameters_lose_their_gradient_during_the_frozen_epochs_only() -> None:
+@pytest.mark.parametrize(("batches", "accumulation"), [(5, 1), (9, 2), (10, 2)])
+def test_frozen_parameters_lose_their_gradient_during_the_frozen_epochs_only(batches: int, accumulation: int) -> None:
+    """An epoch is the Trainer's: its data loader's batches over the accumulation steps, rounded up (5 steps here),
+    whatever max_steps / num_train_epochs (here 10 / 3) says."""
     layer = nn.Linear(2, 2)
-    callback = FreezeParametersCallback(list(layer.parameters()), frozen_epochs=1)  # 5 steps per epoch here
-    args = TrainingArguments(output_dir="unused", report_to="none")
+    callback = FreezeParametersCallback(list(layer.parameters()), frozen_epochs=1)
+    args = TrainingArguments(output_dir="unused", report_to="none", gradient_accumulation_steps=accumulation)
     for step, frozen in [(0, True), (4, True), (5, False)]:
         layer.weight.grad = torch.ones(2, 2)
-        callback.on_pre_optimizer_step(args, state_at(step), TrainerControl())
+        state = state_at(step, max_steps=10, epochs=3)
+        callback.on_pre_optimizer_step(args, state, TrainerControl(), train_dataloader=[None] * batches)
         assert (layer.weight.grad is None) == frozen, step
+    layer.weight.grad = torch.ones(2, 2)  # a data loader without a length: the run is one epoch, as for the Trainer
+    callback.on_pre_optimizer_step(args, state_at(9), TrainerControl(), train_dataloader=iter([]))
+    assert layer.weight.grad is None
     with pytest.raises(ValueError, match="exactly one"):
         FreezeParametersCallback([], frozen_steps=1, frozen_epochs=1)

@@ -31,7 +31,7 @@ from ssl_hub.modules.multi_crop import (
     multi_crop_forward,
 )
 from ssl_hub.registry import register_method
-from ssl_hub.training.schedules import linear_warmup_schedule, steps_per_epoch
+from ssl_hub.training.schedules import linear_warmup_schedule, trainer_steps_per_epoch
 from ssl_hub.transforms.dino import DINOTransform
 from ssl_hub.transforms.multi_crop import local_crop_size
 
@@ -136,16 +136,19 @@ class DINOTeacherTemperatureCallback(TrainerCallback):
     def __init__(self, method: DINO) -> None:
         self.method = method
 
-    def temperature(self, step: int, max_steps: int, num_train_epochs: float) -> float:
+    def temperature(self, step: int, steps_per_epoch: int) -> float:
         config = self.method.config
-        warmup_steps = round(config.warmup_teacher_temp_epochs * steps_per_epoch(max_steps, num_train_epochs))
+        warmup_steps = round(config.warmup_teacher_temp_epochs * steps_per_epoch)
         return linear_warmup_schedule(step, warmup_steps, config.warmup_teacher_temp, config.teacher_temp)
 
     def on_step_begin(
         self, args: TrainingArguments, state: TrainerState, control: TrainerControl, **kwargs: Any
     ) -> None:
         self.method.teacher_temperature.fill_(
-            self.temperature(state.global_step, state.max_steps, state.num_train_epochs)
+            self.temperature(
+                state.global_step,
+                trainer_steps_per_epoch(args, state, kwargs.get("train_dataloader")),
+            )
         )
 
 

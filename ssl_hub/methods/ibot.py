@@ -36,7 +36,7 @@ from ssl_hub.modules.multi_crop import (
     multi_crop_forward,
 )
 from ssl_hub.registry import register_method
-from ssl_hub.training.schedules import linear_warmup_schedule, steps_per_epoch
+from ssl_hub.training.schedules import linear_warmup_schedule, trainer_steps_per_epoch
 from ssl_hub.transforms.ibot import IBOTTransform
 from ssl_hub.transforms.multi_crop import local_crop_size
 
@@ -165,10 +165,11 @@ class IBOTTeacherTemperatureCallback(TrainerCallback):
     def __init__(self, method: IBOT) -> None:
         self.method = method
 
-    def temperatures(self, step: int, max_steps: int, num_train_epochs: float) -> tuple[float, float]:
-        """The (class token, patch tokens) teacher temperatures of ``step``."""
+    def temperatures(self, step: int, steps_per_epoch: int) -> tuple[float, float]:
+        """The (class token, patch tokens) teacher temperatures of ``step`` in a run of ``steps_per_epoch`` steps an
+        epoch."""
         cfg = self.method.config
-        warmup_steps = round(cfg.warmup_teacher_temp_epochs * steps_per_epoch(max_steps, num_train_epochs))
+        warmup_steps = round(cfg.warmup_teacher_temp_epochs * steps_per_epoch)
         return (
             linear_warmup_schedule(step, warmup_steps, cfg.warmup_teacher_temp, cfg.teacher_temp),
             linear_warmup_schedule(step, warmup_steps, cfg.warmup_teacher_patch_temp, cfg.teacher_patch_temp),
@@ -177,9 +178,8 @@ class IBOTTeacherTemperatureCallback(TrainerCallback):
     def on_step_begin(
         self, args: TrainingArguments, state: TrainerState, control: TrainerControl, **kwargs: Any
     ) -> None:
-        cls_temperature, patch_temperature = self.temperatures(
-            state.global_step, state.max_steps, state.num_train_epochs
-        )
+        epoch = trainer_steps_per_epoch(args, state, kwargs.get("train_dataloader"))
+        cls_temperature, patch_temperature = self.temperatures(state.global_step, epoch)
         self.method.teacher_temperature.fill_(cls_temperature)
         self.method.teacher_patch_temperature.fill_(patch_temperature)
 

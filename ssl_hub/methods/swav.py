@@ -32,7 +32,7 @@ from ssl_hub.modules.multi_crop import (
     multi_crop_forward,
 )
 from ssl_hub.registry import register_method
-from ssl_hub.training.schedules import steps_per_epoch
+from ssl_hub.training.schedules import trainer_steps_per_epoch
 from ssl_hub.transforms.multi_crop import local_crop_size
 from ssl_hub.transforms.swav import SwaVTransform
 
@@ -118,13 +118,14 @@ class SwaVQueueCallback(TrainerCallback):
     def __init__(self, method: SwaV) -> None:
         self.method = method
 
-    def start_step(self, max_steps: int, num_train_epochs: float) -> int:
-        return round(self.method.config.queue_start_epoch * steps_per_epoch(max_steps, num_train_epochs))
+    def start_step(self, steps_per_epoch: int) -> int:
+        return round(self.method.config.queue_start_epoch * steps_per_epoch)
 
     def on_step_begin(
         self, args: TrainingArguments, state: TrainerState, control: TrainerControl, **kwargs: Any
     ) -> None:
-        self.method.use_queue = state.global_step >= self.start_step(state.max_steps, state.num_train_epochs)
+        epoch = trainer_steps_per_epoch(args, state, kwargs.get("train_dataloader"))
+        self.method.use_queue = state.global_step >= self.start_step(epoch)
 
 
 @register_method

@@ -17,3 +17,4 @@ from ssl_hub.training.schedules import cosine_schedule as cosine_schedule
 from ssl_hub.training.schedules import linear_schedule as linear_schedule
 from ssl_hub.training.schedules import linear_warmup_schedule as linear_warmup_schedule
 from ssl_hub.training.schedules import steps_per_epoch as steps_per_epoch
+from ssl_hub.training.schedules import trainer_steps_per_epoch as trainer_steps_per_epoch

@@ -16,7 +16,7 @@ from transformers import TrainerCallback, TrainerControl, TrainerState, Training
 
 from ssl_hub import distributed
 from ssl_hub.modules.ema import update_momentum
-from ssl_hub.training.schedules import cosine_schedule, linear_schedule, steps_per_epoch
+from ssl_hub.training.schedules import cosine_schedule, linear_schedule, trainer_steps_per_epoch
 
 logger = logging.getLogger(__name__)
 
@@ -281,17 +281,17 @@ class FreezeParametersCallback(TrainerCallback):
         self.frozen_steps = frozen_steps
         self.frozen_epochs = frozen_epochs
 
-    def frozen_until(self, state: TrainerState) -> int:
-        """The first step index at which the parameters train."""
+    def frozen_until(self, steps_per_epoch: int) -> int:
+        """The first step index at which the parameters train, in a run of ``steps_per_epoch`` steps an epoch."""
         if self.frozen_steps is not None:
             return self.frozen_steps
-        epochs = self.frozen_epochs or 0.0
-        return round(epochs * steps_per_epoch(state.max_steps, state.num_train_epochs))
+        return round((self.frozen_epochs or 0.0) * steps_per_epoch)
 
     def on_pre_optimizer_step(
         self, args: TrainingArguments, state: TrainerState, control: TrainerControl, **kwargs: Any
     ) -> None:
-        if state.global_step < self.frozen_until(state):
+        epoch = trainer_steps_per_epoch(args, state, kwargs.get("train_dataloader"))
+        if state.global_step < self.frozen_until(epoch):
             for parameter in self.parameters:
                 parameter.grad = None
 
