@@ -268,3 +268,20 @@ def test_train_and_val_subfolders_become_the_two_splits(tmp_path: Path) -> None:
     assert splits.train.has_labels
     assert splits.test.has_labels
     assert splits.info["num_images"] == 4
+
+
+def test_val_labels_index_the_training_classes_when_val_lacks_one(tmp_path: Path) -> None:
+    """val/ without "bag" keeps train's numbering: its "coat" images are label 1, not 0."""
+    for split, classes in [("train", ["bag", "coat", "dress"]), ("val", ["coat", "dress"])]:
+        for name in classes:
+            (tmp_path / split / name).mkdir(parents=True)
+            Image.fromarray(random_images(1)[0]).save(tmp_path / split / name / "0.png")
+    splits = resolve_data(str(tmp_path))
+    assert splits.test is not None
+    assert [label for _, label in splits.test] == [1, 2]
+    assert [label for _, label in splits.train] == [0, 1, 2]
+
+    (tmp_path / "val" / "shirt").mkdir()
+    Image.fromarray(random_images(1)[0]).save(tmp_path / "val" / "shirt" / "0.png")
+    with pytest.raises(ValueError, match=r"class folders \['shirt'\] that the training images do not have"):
+        resolve_data(str(tmp_path))

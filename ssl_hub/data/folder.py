@@ -35,9 +35,13 @@ class ImageFolderDataset(Dataset[tuple[Image.Image, int]]):
     Args:
         root: The folder.
         extensions: File endings counted as images (case-insensitive).
+        classes: The classes labels index, when they are another folder's (a ``val/`` read with ``train/``'s, which
+            may hold fewer of them); a class subfolder not among them raises ``ValueError``.
     """
 
-    def __init__(self, root: str | Path, extensions: Sequence[str] = IMAGE_EXTENSIONS) -> None:
+    def __init__(
+        self, root: str | Path, extensions: Sequence[str] = IMAGE_EXTENSIONS, classes: Sequence[str] | None = None
+    ) -> None:
         self.root = Path(root).expanduser()
         if not self.root.exists():
             raise FileNotFoundError(f"Image folder {self.root} does not exist.")
@@ -53,6 +57,15 @@ class ImageFolderDataset(Dataset[tuple[Image.Image, int]]):
         relative = [p.relative_to(self.root) for p in paths]
         labelled = all(len(r.parts) > 1 for r in relative)
         self.classes: list[str] | None = sorted({r.parts[0] for r in relative}) if labelled else None
+        if self.classes is not None and classes is not None:
+            unknown = [name for name in self.classes if name not in classes]
+            if unknown:
+                raise ValueError(
+                    f"{self.root} has class folders {unknown} that the training images do not have (their classes: "
+                    f"{list(classes)}). Labels index the training classes: give each held-out class its training "
+                    "images, or move those folders out."
+                )
+            self.classes = list(classes)
         index = {name: i for i, name in enumerate(self.classes or [])}
         self.samples = [(p, index[r.parts[0]] if labelled else -1) for p, r in zip(paths, relative, strict=True)]
 

@@ -55,7 +55,8 @@ def _folder_splits(folder: Path) -> DataSplits:
     train_name = next((s for s in TRAIN_SPLITS if s in subfolders), None)
     test_name = next((s for s in TEST_SPLITS if s in subfolders), None)
     if train_name and test_name:  # an ImageNet-style train/ + val/ layout
-        train, test = ImageFolderDataset(folder / train_name), ImageFolderDataset(folder / test_name)
+        train = ImageFolderDataset(folder / train_name)
+        test = ImageFolderDataset(folder / test_name, classes=train.classes)  # labels index the same class list
         return DataSplits(ImageDataset(train), ImageDataset(test), {"name": folder.name, "split": train_name})
     return DataSplits(ImageDataset(ImageFolderDataset(folder)), None, {"name": folder.name})
 
