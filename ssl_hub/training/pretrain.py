@@ -288,8 +288,9 @@ def pretrain(
         raise NonFiniteLossError(
             f"The loss became NaN or infinite at step {monitor.nonfinite_step}; training stopped before that step "
             f"changed the weights, and the last finite state is saved in {training_args.output_dir}/checkpoint-"
-            f"{trainer.state.global_step}. Lower the learning rate, set --max_grad_norm, or train in fp32, then "
-            "resume with --resume_from_checkpoint."
+            f"{trainer.state.global_step}. Set --max_grad_norm or train in fp32, then resume with "
+            "--resume_from_checkpoint; a lower learning rate needs a new run, since resuming restores the saved "
+            "optimizer and schedule with their rates."
         )
 
     training = {
