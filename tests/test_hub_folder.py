@@ -204,3 +204,17 @@ def test_a_published_backbone_starts_a_new_method(saved, images: torch.Tensor) -
     continued = ssl_hub.create_method("simclr", backbone=f"local-dir:{folder}").eval()
     with torch.no_grad():
         torch.testing.assert_close(continued.backbone(images), method.backbone(images), rtol=0, atol=0)
+
+
+def test_a_save_without_a_loss_curve_removes_an_earlier_one(tmp_path: Path) -> None:
+    """An untrained method saved over a trained run's folder: its card shows no curve, so the old image goes too
+    (a push would upload it beside a card that does not mention it). A hand-edited card keeps it."""
+    (tmp_path / "loss_curve.png").write_bytes(b"an earlier run's curve")
+    ssl_hub.create_method("simclr", backbone="test_resnet").save_pretrained(tmp_path)
+    assert not (tmp_path / "loss_curve.png").exists()
+    assert "loss_curve.png" not in (tmp_path / "README.md").read_text()
+
+    (tmp_path / "README.md").write_text("# My notes\n\n![Training loss](loss_curve.png)\n")
+    (tmp_path / "loss_curve.png").write_bytes(b"the curve my notes show")
+    ssl_hub.create_method("simclr", backbone="test_resnet").save_pretrained(tmp_path)
+    assert (tmp_path / "loss_curve.png").read_bytes() == b"the curve my notes show"

@@ -159,15 +159,19 @@ def save_hub_folder(
     try:
         hub_config = write_backbone(published, staging, data_config, {"ssl_hub": ssl_block})
         _write_method_state(method, staging / SSL_DIR)
-        if training is not None and has_loss_curve(training):
+        curve = training is not None and has_loss_curve(training)
+        if training is not None and curve:
             plot_loss_curve(training["loss_history"], staging / LOSS_CURVE_NAME)
         existing_card = target / CARD_NAME
-        if overwrite_card or not existing_card.is_file() or card_is_generated(existing_card.read_text("utf-8")):
+        new_card = overwrite_card or not existing_card.is_file() or card_is_generated(existing_card.read_text("utf-8"))
+        if new_card:
             render_model_card(hub_config, model_ref or f"local-dir:{target}").save(staging / CARD_NAME)
         else:
             logger.warning("Keeping %s: it was edited by hand (pass overwrite_card=True to replace it).", existing_card)
         for entry in staging.iterdir():
             _replace(entry, target / entry.name)
+        if new_card and not curve:  # a curve left by an earlier save: the new card shows none, a push would upload it
+            (target / LOSS_CURVE_NAME).unlink(missing_ok=True)
     finally:
         shutil.rmtree(staging, ignore_errors=True)
     return target
