@@ -5,6 +5,7 @@ from __future__ import annotations
 import logging
 import random
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import pytest
@@ -268,6 +269,33 @@ def test_train_and_val_subfolders_become_the_two_splits(tmp_path: Path) -> None:
     assert splits.train.has_labels
     assert splits.test.has_labels
     assert splits.info["num_images"] == 4
+
+
+def test_the_held_out_split_is_the_first_with_labels(tmp_path: Path) -> None:
+    """A test split without labels (ImageNet's on the Hub labels every image -1; a flat test/ folder) gives way to a
+    labelled validation split, so the card's kNN is not measured against no labels."""
+    datasets = pytest.importorskip("datasets")
+    features = datasets.Features({"image": datasets.Image(), "label": datasets.ClassLabel(names=["a", "b"])})
+    images = [Image.fromarray(a) for a in random_images(4, 8)]
+
+    def split(labels: list[int]) -> Any:
+        return datasets.Dataset.from_dict({"image": images[: len(labels)], "label": labels}, features=features)
+
+    table = datasets.DatasetDict({"train": split([0, 1, 0, 1]), "test": split([-1, -1]), "validation": split([1, 0])})
+    splits = resolve_data(table)
+    assert splits.test is not None
+    assert [label for _, label in splits.test] == [1, 0]
+    only_unlabelled = resolve_data(datasets.DatasetDict({"train": split([0, 1]), "test": split([-1, -1])}))
+    assert only_unlabelled.test is not None
+    assert not only_unlabelled.test.has_labels  # kept, but no kNN is run on it
+
+    for folder, count in [("train/a", 2), ("train/b", 2), ("val/a", 1), ("val/b", 1), ("test", 3)]:
+        (tmp_path / folder).mkdir(parents=True)
+        for i, array in enumerate(random_images(count, 8)):
+            Image.fromarray(array).save(tmp_path / folder / f"{i}.png")
+    splits = resolve_data(str(tmp_path))
+    assert splits.test is not None
+    assert (len(splits.test), splits.test.has_labels) == (2, True)
 
 
 def test_val_labels_index_the_training_classes_when_val_lacks_one(tmp_path: Path) -> None:

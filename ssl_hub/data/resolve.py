@@ -23,6 +23,11 @@ class DataSplits:
     info: dict[str, Any] = field(default_factory=dict)
 
 
+def labelled_first(held_out: list[ImageDataset]) -> ImageDataset | None:
+    """The held-out split to evaluate on: the first in :data:`TEST_SPLITS` order that has labels, else the first."""
+    return next((split for split in held_out if split.has_labels), held_out[0] if held_out else None)
+
+
 def _is_saved_hf_dataset(folder: Path) -> bool:
     return (folder / "dataset_dict.json").is_file() or (folder / "state.json").is_file()
 
@@ -33,9 +38,12 @@ def _hf_splits(splits: Any, name: str, hub_id: str | None) -> DataSplits:
     train_name = next((s for s in TRAIN_SPLITS if s in splits), None) or next(iter(splits), None)
     if train_name is None:
         raise EmptyDatasetError(f"The dataset {name} has no splits.")
-    test_name = next((s for s in TEST_SPLITS if s in splits and s != train_name), None)
-    test = ImageDataset(splits[test_name]) if test_name else None
-    return DataSplits(ImageDataset(splits[train_name]), test, {"name": name, "hub_id": hub_id, "split": train_name})
+    held_out = [ImageDataset(splits[s]) for s in TEST_SPLITS if s in splits and s != train_name]
+    return DataSplits(
+        ImageDataset(splits[train_name]),
+        labelled_first(held_out),
+        {"name": name, "hub_id": hub_id, "split": train_name},
+    )
 
 
 def _load_hf(name_or_path: str, from_disk: bool) -> Any:
@@ -53,11 +61,11 @@ def _folder_splits(folder: Path) -> DataSplits:
         return _hf_splits(_load_hf(str(folder), from_disk=True), folder.name, None)
     subfolders = {p.name for p in folder.iterdir() if p.is_dir()}
     train_name = next((s for s in TRAIN_SPLITS if s in subfolders), None)
-    test_name = next((s for s in TEST_SPLITS if s in subfolders), None)
-    if train_name and test_name:  # an ImageNet-style train/ + val/ layout
+    test_names = [s for s in TEST_SPLITS if s in subfolders]
+    if train_name and test_names:  # an ImageNet-style train/ + val/ layout
         train = ImageFolderDataset(folder / train_name)
-        test = ImageFolderDataset(folder / test_name, classes=train.classes)  # labels index the same class list
-        return DataSplits(ImageDataset(train), ImageDataset(test), {"name": folder.name, "split": train_name})
+        held_out = [ImageDataset(ImageFolderDataset(folder / s, classes=train.classes)) for s in test_names]
+        return DataSplits(ImageDataset(train), labelled_first(held_out), {"name": folder.name, "split": train_name})
     return DataSplits(ImageDataset(ImageFolderDataset(folder)), None, {"name": folder.name})
 
 

@@ -78,9 +78,9 @@ class ImageDataset(Dataset[tuple[Image.Image, int]]):
 
     @property
     def has_labels(self) -> bool:
-        """Whether items carry class labels (needed for kNN / linear-probe evaluation)."""
-        if self.classes is not None:
-            return True
+        """Whether items carry class labels (needed for kNN / linear-probe evaluation): the first item's label is a
+        class index. A split that declares classes but holds no labels (ImageNet's test split on the Hub labels
+        every image -1) has none."""
         if len(self) == 0:
             return False
         return self._split(self.source[0])[1] >= 0
