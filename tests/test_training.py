@@ -10,12 +10,13 @@ from typing import Any
 import pytest
 import torch
 from conftest import random_images
-from transformers import Trainer, TrainerCallback, TrainingArguments
+from transformers import Trainer, TrainerCallback, TrainerControl, TrainerState, TrainingArguments
 
 import ssl_hub
 from ssl_hub.data import ArrayImageDataset
 from ssl_hub.methods import SimCLR, SSLMethodOutput
 from ssl_hub.training import NonFiniteLossError
+from ssl_hub.training.callbacks import CheckpointedHistory
 
 
 def cpu_run(output_dir: Path, **overrides: Any) -> dict[str, Any]:
@@ -406,7 +407,7 @@ def test_a_run_resumed_from_a_checkpoint_ends_as_the_uninterrupted_run_with_a_ti
         def on_step_end(self, args: TrainingArguments, state: Any, control: Any, **kwargs: Any) -> None:
             self.steps += 1
 
-    def train(output_dir: Path, resume_from: Path | None = None) -> tuple[dict[str, torch.Tensor], int]:
+    def train(output_dir: Path, resume_from: Path | None = None) -> tuple[dict[str, torch.Tensor], int, Any]:
         torch.manual_seed(0 if resume_from is None else 1)
         method = ssl_hub.create_method("simclr", "test_resnet")
         arguments = cpu_run(
@@ -421,7 +422,7 @@ def test_a_run_resumed_from_a_checkpoint_ends_as_the_uninterrupted_run_with_a_ti
         if resume_from is not None:
             arguments["resume_from_checkpoint"] = str(resume_from)
         counter = StepCounter()
-        ssl_hub.pretrain(
+        result = ssl_hub.pretrain(
             method,
             images,
             arguments,
@@ -429,13 +430,33 @@ def test_a_run_resumed_from_a_checkpoint_ends_as_the_uninterrupted_run_with_a_ti
             callbacks=[counter],
             save=False,  # the checkpoints are what resuming reads; no hub folder is needed
         )
-        return {name: value.detach().clone() for name, value in method.named_parameters()}, counter.steps
+        weights = {name: value.detach().clone() for name, value in method.named_parameters()}
+        return weights, counter.steps, result.training
 
-    uninterrupted, steps = train(tmp_path / "whole")
-    resumed, resumed_steps = train(tmp_path / "resumed", resume_from=tmp_path / "whole" / f"checkpoint-{checkpoint}")
+    uninterrupted, steps, training = train(tmp_path / "whole")
+    resumed, resumed_steps, resumed_training = train(
+        tmp_path / "resumed", resume_from=tmp_path / "whole" / f"checkpoint-{checkpoint}"
+    )
     assert (steps, resumed_steps) == (4, 4 - checkpoint)
+    # the card of the resumed run describes the whole run: the loss of every step, the checkpoint's ones too
+    assert [step for step, _ in resumed_training["loss_history"]] == [1, 2, 3, 4]
+    losses = [[loss for _, loss in run["loss_history"]] for run in (resumed_training, training)]
+    assert losses[0] == pytest.approx(losses[1], rel=1e-6)
+    assert resumed_training["final_loss"] == pytest.approx(training["final_loss"], rel=1e-6)
     torch.manual_seed(0)
     initial = dict(ssl_hub.create_method("simclr", "test_resnet").named_parameters())
     for name, value in uninterrupted.items():
         torch.testing.assert_close(resumed[name], value, rtol=0, atol=0, msg=name)
     assert any(not torch.equal(value, initial[name]) for name, value in uninterrupted.items())  # it trained
+
+
+def test_checkpointed_history_saves_every_history_and_restores_it_before_the_resumed_steps(tmp_path: Path) -> None:
+    callback = CheckpointedHistory({"loss": [(1, 2.0), (2, 1.5)], "knn": [(2, 55.0)]})
+    (tmp_path / "checkpoint-2").mkdir()
+    state = TrainerState(global_step=2)
+    callback.on_save(TrainingArguments(output_dir=str(tmp_path), report_to="none"), state, TrainerControl())
+    loss: list[tuple[int, float]] = [(3, 1.2)]  # a resumed run that has already logged a step
+    knn: list[tuple[int, float]] = []
+    CheckpointedHistory({"loss": loss, "knn": knn}).restore(tmp_path / "checkpoint-2")
+    assert loss == [(1, 2.0), (2, 1.5), (3, 1.2)]
+    assert knn == [(2, 55.0)]

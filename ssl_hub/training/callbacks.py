@@ -3,9 +3,11 @@
 from __future__ import annotations
 
 import copy
+import json
 import logging
 import math
 from collections.abc import Iterable, Sequence
+from pathlib import Path
 from typing import Any
 
 import torch
@@ -13,6 +15,7 @@ from torch import nn
 from torch.nn.modules.batchnorm import _BatchNorm
 from torch.utils.hooks import RemovableHandle
 from transformers import TrainerCallback, TrainerControl, TrainerState, TrainingArguments
+from transformers.trainer_utils import PREFIX_CHECKPOINT_DIR
 
 from ssl_hub import distributed
 from ssl_hub.modules.ema import update_momentum
@@ -127,6 +130,37 @@ class LossMonitor(ForwardOutputCallback):
         size = math.ceil(len(self.history) / max_points)
         bins = [self.history[i : i + size] for i in range(0, len(self.history), size)]
         return [[b[-1][0], sum(loss for _, loss in b) / len(b)] for b in bins]
+
+
+class CheckpointedHistory(TrainerCallback):
+    """Keeps step histories (the loss, the kNN monitor's) across a resume: each checkpoint gets them in
+    ``HISTORY_FILE``, and :meth:`restore` puts a checkpoint's back before the resumed run appends to them, so the card
+    of a resumed run describes the whole run.
+
+    Args:
+        histories: Named lists of ``(step, value)`` pairs, extended in place by their callbacks.
+    """
+
+    HISTORY_FILE = "ssl_hub_history.json"
+
+    def __init__(self, histories: dict[str, list[tuple[int, float]]]) -> None:
+        self.histories = histories
+
+    def on_save(self, args: TrainingArguments, state: TrainerState, control: TrainerControl, **kwargs: Any) -> None:
+        folder = Path(str(args.output_dir)) / f"{PREFIX_CHECKPOINT_DIR}-{state.global_step}"
+        if state.is_world_process_zero and folder.is_dir():
+            (folder / self.HISTORY_FILE).write_text(json.dumps(self.histories), encoding="utf-8")
+
+    def restore(self, checkpoint: str | Path) -> None:
+        """Put back the histories saved in ``checkpoint`` (a checkpoint folder; one from before this file existed
+        has none, and the histories then start at the resumed step)."""
+        path = Path(checkpoint) / self.HISTORY_FILE
+        if not path.is_file():
+            logger.warning("%s has no %s: the card's histories start at the resumed step.", checkpoint, path.name)
+            return
+        saved = json.loads(path.read_text(encoding="utf-8"))
+        for name, history in self.histories.items():
+            history[:0] = [(int(step), float(value)) for step, value in saved.get(name, [])]
 
 
 class MethodMetricsCallback(ForwardOutputCallback):

@@ -22,6 +22,7 @@ from ssl_hub.eval.monitor import KNNMonitorCallback
 from ssl_hub.methods.base import SSLMethod
 from ssl_hub.training.arguments import optimizer_name, training_arguments
 from ssl_hub.training.callbacks import (
+    CheckpointedHistory,
     DatasetEpochCallback,
     EMAUpdateCallback,
     LossMonitor,
@@ -272,18 +273,22 @@ def pretrain(
     data_seed = training_args.seed if training_args.data_seed is None else training_args.data_seed
     train_dataset = MultiViewDataset(splits.train, transform, seed=data_seed)
     epoch_callback = DatasetEpochCallback(train_dataset)
+    history = CheckpointedHistory({"loss": monitor.history, **({"knn": monitors[0].history} if monitors else {})})
     trainer = Trainer(
         model=method,
         args=training_args,
         train_dataset=train_dataset,
         data_collator=collate_views,
-        callbacks=[epoch_callback, *method_callbacks, monitor, method_metrics, *monitors, *callbacks],
+        callbacks=[epoch_callback, *method_callbacks, monitor, method_metrics, *monitors, history, *callbacks],
         optimizers=(optimizer, None),
     )
     method_metrics.attach(trainer)
     for knn_monitor in monitors:
         knn_monitor.attach(trainer)
-    output = trainer.train(resume_from_checkpoint=training_args.resume_from_checkpoint)
+    checkpoint = training_args.resume_from_checkpoint
+    if checkpoint:
+        history.restore(checkpoint)
+    output = trainer.train(resume_from_checkpoint=checkpoint)
     if monitor.nonfinite_step is not None:
         raise NonFiniteLossError(
             f"The loss became NaN or infinite at step {monitor.nonfinite_step}; training stopped before that step "
