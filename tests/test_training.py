@@ -452,11 +452,15 @@ def test_a_run_resumed_from_a_checkpoint_ends_as_the_uninterrupted_run_with_a_ti
 
 def test_checkpointed_history_saves_every_history_and_restores_it_before_the_resumed_steps(tmp_path: Path) -> None:
     callback = CheckpointedHistory({"loss": [(1, 2.0), (2, 1.5)], "knn": [(2, 55.0)]})
+    callback.earlier_seconds = 100.0  # itself resumed from a run that had trained 100 s
+    args, state = TrainingArguments(output_dir=str(tmp_path), report_to="none"), TrainerState(global_step=2)
+    callback.on_train_begin(args, state, TrainerControl())
     (tmp_path / "checkpoint-2").mkdir()
-    state = TrainerState(global_step=2)
-    callback.on_save(TrainingArguments(output_dir=str(tmp_path), report_to="none"), state, TrainerControl())
+    callback.on_save(args, state, TrainerControl())
     loss: list[tuple[int, float]] = [(3, 1.2)]  # a resumed run that has already logged a step
     knn: list[tuple[int, float]] = []
-    CheckpointedHistory({"loss": loss, "knn": knn}).restore(tmp_path / "checkpoint-2")
+    resumed = CheckpointedHistory({"loss": loss, "knn": knn})
+    resumed.restore(tmp_path / "checkpoint-2")
     assert loss == [(1, 2.0), (2, 1.5), (3, 1.2)]
     assert knn == [(2, 55.0)]
+    assert 100.0 < resumed.earlier_seconds < 100.0 + callback.seconds()

@@ -6,6 +6,7 @@ import copy
 import json
 import logging
 import math
+import time
 from collections.abc import Iterable, Sequence
 from pathlib import Path
 from typing import Any
@@ -133,9 +134,9 @@ class LossMonitor(ForwardOutputCallback):
 
 
 class CheckpointedHistory(TrainerCallback):
-    """Keeps step histories (the loss, the kNN monitor's) across a resume: each checkpoint gets them in
-    ``HISTORY_FILE``, and :meth:`restore` puts a checkpoint's back before the resumed run appends to them, so the card
-    of a resumed run describes the whole run.
+    """Keeps step histories (the loss, the kNN monitor's) and the training time across a resume: each checkpoint gets
+    them in ``HISTORY_FILE``, and :meth:`restore` puts a checkpoint's back before the resumed run appends to them, so
+    the card of a resumed run describes the whole run.
 
     Args:
         histories: Named lists of ``(step, value)`` pairs, extended in place by their callbacks.
@@ -145,22 +146,35 @@ class CheckpointedHistory(TrainerCallback):
 
     def __init__(self, histories: dict[str, list[tuple[int, float]]]) -> None:
         self.histories = histories
+        self.earlier_seconds = 0.0  # training time of the run up to the checkpoint resumed from
+        self._start: float | None = None
+
+    def on_train_begin(
+        self, args: TrainingArguments, state: TrainerState, control: TrainerControl, **kwargs: Any
+    ) -> None:
+        self._start = time.perf_counter()
+
+    def seconds(self) -> float:
+        """Training time so far: before the checkpoint resumed from, plus this process's."""
+        return self.earlier_seconds + (time.perf_counter() - self._start if self._start is not None else 0.0)
 
     def on_save(self, args: TrainingArguments, state: TrainerState, control: TrainerControl, **kwargs: Any) -> None:
         folder = Path(str(args.output_dir)) / f"{PREFIX_CHECKPOINT_DIR}-{state.global_step}"
         if state.is_world_process_zero and folder.is_dir():
-            (folder / self.HISTORY_FILE).write_text(json.dumps(self.histories), encoding="utf-8")
+            saved = {"histories": self.histories, "seconds": self.seconds()}
+            (folder / self.HISTORY_FILE).write_text(json.dumps(saved), encoding="utf-8")
 
     def restore(self, checkpoint: str | Path) -> None:
-        """Put back the histories saved in ``checkpoint`` (a checkpoint folder; one from before this file existed
-        has none, and the histories then start at the resumed step)."""
+        """Put back the histories and the training time saved in ``checkpoint`` (a checkpoint folder; one from before
+        this file existed has none, and the histories then start at the resumed step)."""
         path = Path(checkpoint) / self.HISTORY_FILE
         if not path.is_file():
             logger.warning("%s has no %s: the card's histories start at the resumed step.", checkpoint, path.name)
             return
         saved = json.loads(path.read_text(encoding="utf-8"))
         for name, history in self.histories.items():
-            history[:0] = [(int(step), float(value)) for step, value in saved.get(name, [])]
+            history[:0] = [(int(step), float(value)) for step, value in saved["histories"].get(name, [])]
+        self.earlier_seconds = float(saved["seconds"])
 
 
 class MethodMetricsCallback(ForwardOutputCallback):

@@ -319,7 +319,7 @@ def pretrain(
         "final_loss": monitor.final_loss(),
         "loss_history": monitor.curve(),
         "final_metrics": method_metrics.last,
-        "runtime_seconds": round(float(output.metrics.get("train_runtime", 0.0)), 1),
+        "runtime_seconds": round(history.earlier_seconds + float(output.metrics.get("train_runtime", 0.0)), 1),
         "augmentation": _describe_transform(transform),
     }
     for callback in method_callbacks:  # a published EMA teacher: what is left of its initialisation (the card says)
