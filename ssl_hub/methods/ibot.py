@@ -36,7 +36,8 @@ from ssl_hub.modules.multi_crop import (
     multi_crop_forward,
 )
 from ssl_hub.registry import register_method
-from ssl_hub.training.schedules import linear_warmup_schedule, trainer_steps_per_epoch
+from ssl_hub.training.callbacks import trainer_steps_per_epoch
+from ssl_hub.training.schedules import linear_warmup_schedule
 from ssl_hub.transforms.ibot import IBOTTransform
 from ssl_hub.transforms.multi_crop import local_crop_size
 

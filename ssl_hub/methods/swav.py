@@ -32,7 +32,7 @@ from ssl_hub.modules.multi_crop import (
     multi_crop_forward,
 )
 from ssl_hub.registry import register_method
-from ssl_hub.training.schedules import trainer_steps_per_epoch
+from ssl_hub.training.callbacks import trainer_steps_per_epoch
 from ssl_hub.transforms.multi_crop import local_crop_size
 from ssl_hub.transforms.swav import SwaVTransform
 

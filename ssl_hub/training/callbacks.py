@@ -16,13 +16,23 @@ from torch import nn
 from torch.nn.modules.batchnorm import _BatchNorm
 from torch.utils.hooks import RemovableHandle
 from transformers import TrainerCallback, TrainerControl, TrainerState, TrainingArguments
-from transformers.trainer_utils import PREFIX_CHECKPOINT_DIR
+from transformers.trainer_utils import PREFIX_CHECKPOINT_DIR, has_length
 
 from ssl_hub import distributed
 from ssl_hub.modules.ema import update_momentum
-from ssl_hub.training.schedules import cosine_schedule, linear_schedule, trainer_steps_per_epoch
+from ssl_hub.training.schedules import cosine_schedule, linear_schedule, steps_per_epoch
 
 logger = logging.getLogger(__name__)
+
+
+def trainer_steps_per_epoch(args: TrainingArguments, state: TrainerState, train_dataloader: object = None) -> int:
+    """:func:`~ssl_hub.training.schedules.steps_per_epoch` of a Trainer run, from what a ``TrainerCallback`` event
+    receives: its ``args``, its ``state`` and its ``train_dataloader`` keyword argument. (The Trainer's
+    ``state.num_train_epochs`` is rounded up to whole epochs, so ``max_steps / num_train_epochs`` is the epoch's length
+    only in a run of whole epochs.)"""
+    batches = len(train_dataloader) if has_length(train_dataloader) else None
+    return steps_per_epoch(batches, args.gradient_accumulation_steps, state.max_steps)
+
 
 # Above this share of its initial weights left at the end of a run, a published EMA teacher gets a warning: with the
 # papers' 0.996 -> 1, a run of fewer than about 1,150 steps (a teacher holds 15 % after 936 steps, 83 % after 95).

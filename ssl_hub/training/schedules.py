@@ -7,10 +7,6 @@ the value it would have had.
 from __future__ import annotations
 
 import math
-from typing import TYPE_CHECKING
-
-if TYPE_CHECKING:
-    from transformers import TrainerState, TrainingArguments
 
 
 def cosine_schedule(
@@ -50,22 +46,10 @@ def steps_per_epoch(batches_per_epoch: int | None, gradient_accumulation_steps: 
     """Optimizer steps in one epoch, counted as ``transformers.Trainer`` counts them: the epoch's batches over the
     gradient accumulation steps, rounded up; a data loader without a length (``batches_per_epoch=None``) makes the
     whole run of ``max_steps`` one epoch, as the Trainer does. Callbacks pass ``len(train_dataloader)``, which the
-    Trainer hands them (:func:`trainer_steps_per_epoch`)."""
+    Trainer hands them (:func:`~ssl_hub.training.callbacks.trainer_steps_per_epoch`)."""
     if batches_per_epoch is None:
         return max(1, max_steps)
     return max(1, math.ceil(batches_per_epoch / max(gradient_accumulation_steps, 1)))
-
-
-def trainer_steps_per_epoch(args: TrainingArguments, state: TrainerState, train_dataloader: object = None) -> int:
-    """:func:`steps_per_epoch` of a Trainer run, from what a ``TrainerCallback`` event receives: its ``args``, its
-    ``state`` and its ``train_dataloader`` keyword argument. (The Trainer's ``state.num_train_epochs`` is rounded up to
-    whole epochs, so ``max_steps / num_train_epochs`` is the epoch's length only in a run of whole epochs.)"""
-    length = getattr(train_dataloader, "__len__", None)
-    try:
-        batches = int(length()) if length is not None else None
-    except TypeError:  # a length that is not known (an iterable dataset)
-        batches = None
-    return steps_per_epoch(batches, args.gradient_accumulation_steps, state.max_steps)
 
 
 def linear_schedule(step: int, max_steps: int, start_value: float, end_value: float) -> float:
