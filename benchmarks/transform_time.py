@@ -59,9 +59,9 @@ def time_pass(transform: Callable[[Any], Any], images: list[Image.Image]) -> flo
     return (time.perf_counter() - start) / len(images)
 
 
-def method_for(name: str, args: argparse.Namespace) -> ssl_hub.SSLMethod:
-    backbone = args.vit_backbone if ssl_hub.get_method_class(name).requires_vit else args.backbone
-    return ssl_hub.create_method(name, backbone=backbone)
+def backbone_for(name: str, args: argparse.Namespace) -> str:
+    """The backbone both implementations of ``name`` are built with: a ViT for the methods that need one."""
+    return str(args.vit_backbone if ssl_hub.get_method_class(name).requires_vit else args.backbone)
 
 
 def reference_transform(name: str, args: argparse.Namespace) -> Callable[[Any], Any] | None:
@@ -72,15 +72,18 @@ def reference_transform(name: str, args: argparse.Namespace) -> Callable[[Any], 
 
     if name not in LIGHTLY_METHODS:
         return None
-    backbone = args.vit_backbone if ssl_hub.get_method_class(name).requires_vit else args.backbone
-    transform: Callable[[Any], Any] = LIGHTLY_METHODS[name](backbone).make_transform(input_size=args.image_size)
+    transform: Callable[[Any], Any] = LIGHTLY_METHODS[name](backbone_for(name, args)).make_transform(
+        input_size=args.image_size
+    )
     return transform
 
 
 def benchmark(name: str, images: list[Image.Image], args: argparse.Namespace) -> dict[str, Any]:
     torch.manual_seed(0)
     transforms: dict[str, Callable[[Any], Any]] = {
-        "ssl_hub": method_for(name, args).make_transform(input_size=args.image_size)
+        "ssl_hub": ssl_hub.create_method(name, backbone=backbone_for(name, args)).make_transform(
+            input_size=args.image_size
+        )
     }
     reference = reference_transform(name, args)
     if reference is not None:

@@ -159,9 +159,9 @@ def save_hub_folder(
     try:
         hub_config = write_backbone(published, staging, data_config, {"ssl_hub": ssl_block})
         _write_method_state(method, staging / SSL_DIR)
-        curve = training is not None and has_loss_curve(training)
-        if training is not None and curve:
-            plot_loss_curve(training["loss_history"], staging / LOSS_CURVE_NAME)
+        loss_history = training["loss_history"] if training is not None and has_loss_curve(training) else None
+        if loss_history is not None:
+            plot_loss_curve(loss_history, staging / LOSS_CURVE_NAME)
         existing_card = target / CARD_NAME
         new_card = overwrite_card or not existing_card.is_file() or card_is_generated(existing_card.read_text("utf-8"))
         if new_card:
@@ -170,7 +170,7 @@ def save_hub_folder(
             logger.warning("Keeping %s: it was edited by hand (pass overwrite_card=True to replace it).", existing_card)
         for entry in staging.iterdir():
             _replace(entry, target / entry.name)
-        if new_card and not curve:  # a curve left by an earlier save: the new card shows none, a push would upload it
+        if new_card and loss_history is None:  # an earlier save's curve, which the new card does not show
             (target / LOSS_CURVE_NAME).unlink(missing_ok=True)
     finally:
         shutil.rmtree(staging, ignore_errors=True)
