@@ -401,13 +401,7 @@ def test_a_run_resumed_from_a_checkpoint_ends_as_the_uninterrupted_run_with_a_ti
     resumed run starts from other random weights and counts its steps, so only the checkpoint can bring it there."""
     images = ArrayImageDataset(random_images(16, 32))  # two steps of 8 per epoch
 
-    class StepCounter(TrainerCallback):
-        steps = 0
-
-        def on_step_end(self, args: TrainingArguments, state: Any, control: Any, **kwargs: Any) -> None:
-            self.steps += 1
-
-    def train(output_dir: Path, resume_from: Path | None = None) -> tuple[dict[str, torch.Tensor], int, Any]:
+    def train(output_dir: Path, resume_from: Path | None = None) -> tuple[dict[str, torch.Tensor], list[int], Any]:
         torch.manual_seed(0 if resume_from is None else 1)
         method = ssl_hub.create_method("simclr", "test_resnet")
         arguments = cpu_run(
@@ -421,23 +415,23 @@ def test_a_run_resumed_from_a_checkpoint_ends_as_the_uninterrupted_run_with_a_ti
         )
         if resume_from is not None:
             arguments["resume_from_checkpoint"] = str(resume_from)
-        counter = StepCounter()
+        snapshots = Snapshots()  # the steps this run took
         result = ssl_hub.pretrain(
             method,
             images,
             arguments,
             image_size=32,
-            callbacks=[counter],
+            callbacks=[snapshots],
             save=False,  # the checkpoints are what resuming reads; no hub folder is needed
         )
         weights = {name: value.detach().clone() for name, value in method.named_parameters()}
-        return weights, counter.steps, result.training
+        return weights, sorted(snapshots.states), result.training
 
     uninterrupted, steps, training = train(tmp_path / "whole")
     resumed, resumed_steps, resumed_training = train(
         tmp_path / "resumed", resume_from=tmp_path / "whole" / f"checkpoint-{checkpoint}"
     )
-    assert (steps, resumed_steps) == (4, 4 - checkpoint)
+    assert (steps, resumed_steps) == ([1, 2, 3, 4], list(range(checkpoint + 1, 5)))
     # the card of the resumed run describes the whole run: the loss of every step, the checkpoint's ones too
     assert [step for step, _ in resumed_training["loss_history"]] == [1, 2, 3, 4]
     losses = [[loss for _, loss in run["loss_history"]] for run in (resumed_training, training)]
