@@ -99,7 +99,7 @@ def _describe_flags(parser: argparse.ArgumentParser, descriptions: dict[str, str
 
 
 def run_pretrain(argv: list[str]) -> int:
-    from transformers import HfArgumentParser
+    from transformers import HfArgumentParser, set_seed
 
     from ssl_hub.methods.base import RECIPE_BATCH_SIZE, SSLMethod
     from ssl_hub.training.arguments import (
@@ -161,6 +161,7 @@ def run_pretrain(argv: list[str]) -> int:
         return _fail("pretrain", "--output-dir is required.", code=2)
     try:
         backbone_kwargs = _json_object("--backbone_kwargs", command.backbone_kwargs, '{"drop_path_rate": 0.1}')
+        set_seed(args.seed)  # the initial weights follow --seed, the same on every rank of a torchrun launch
         method = method_class(command.backbone, method_config, backbone_kwargs=backbone_kwargs)
     except (ValueError, TypeError, OSError, RuntimeError, ImportError) as error:
         return _fail("pretrain", str(error))

@@ -58,12 +58,58 @@ class _ContiguousGradient(torch.autograd.Function):
 
 @torch.no_grad()
 def gather_no_grad(tensor: torch.Tensor) -> torch.Tensor:
-    """Like :func:`gather` without a gradient path: for queues, memory banks and statistics."""
+    """Like :func:`gather` without a gradient path: for queues, memory banks and statistics.
+
+    A CPU tensor travels through the accelerator when the backend cannot send it (NCCL) and comes back on the CPU.
+    """
     if not is_distributed():
         return tensor
-    parts = [torch.empty_like(tensor) for _ in range(world_size())]
-    dist.all_gather(parts, tensor.contiguous())
-    return torch.cat(parts, dim=0)
+    sent = _sendable(tensor)
+    parts = [torch.empty_like(sent) for _ in range(world_size())]
+    dist.all_gather(parts, sent)
+    return torch.cat(parts, dim=0).to(tensor.device)
+
+
+@torch.no_grad()
+def gather_uneven(tensor: torch.Tensor) -> torch.Tensor:
+    """:func:`gather_no_grad` for ranks holding different numbers of rows (a dataset's shares, say).
+
+    Args:
+        tensor: ``(B_r, ...)`` on rank ``r``; the trailing dimensions agree on every rank.
+
+    Returns:
+        ``(sum of B_r, ...)`` ordered by rank.
+    """
+    if not is_distributed():
+        return tensor
+    sizes = gather_no_grad(torch.tensor([tensor.shape[0]], device=tensor.device)).tolist()
+    padded = tensor.new_zeros((max(sizes), *tensor.shape[1:]))
+    padded[: tensor.shape[0]] = tensor
+    parts = gather_no_grad(padded).split(max(sizes))
+    return torch.cat([part[:size] for part, size in zip(parts, sizes, strict=True)])
+
+
+@torch.no_grad()
+def broadcast_module(module: torch.nn.Module, source: int = 0) -> None:
+    """Give ``module`` rank ``source``'s parameters and buffers on every rank, as DDP does when it wraps a model."""
+    if not is_distributed():
+        return
+    for tensor in module.state_dict().values():  # detached views of the module's own tensors
+        sent = _sendable(tensor)
+        dist.broadcast(sent, source)
+        if sent is not tensor:
+            tensor.copy_(sent)
+
+
+def _sendable(tensor: torch.Tensor) -> torch.Tensor:
+    """``tensor`` (contiguous) on a device the process group's backend sends from: the accelerator's for a CPU
+    tensor under a backend without CPU support (NCCL), else where it is."""
+    backend = str(dist.get_backend())
+    if tensor.device.type == "cpu" and "gloo" not in backend and backend != "mpi":
+        accelerator = torch.accelerator.current_accelerator()
+        if accelerator is not None:
+            return tensor.to(torch.device(accelerator.type, torch.accelerator.current_device_index()))
+    return tensor.contiguous()
 
 
 def all_reduce_sum(tensor: torch.Tensor) -> torch.Tensor:

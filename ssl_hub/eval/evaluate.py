@@ -14,7 +14,7 @@ import timm
 from torch import nn
 
 from ssl_hub.data.resolve import DataSplits, resolve_data
-from ssl_hub.eval.knn import eval_transform, extract_features, knn_accuracy
+from ssl_hub.eval.knn import eval_transform, extract_features, gather_shares, knn_accuracy
 from ssl_hub.eval.linear import linear_probe
 
 logger = logging.getLogger(__name__)
@@ -34,6 +34,7 @@ def evaluate_backbone(
     linear_epochs: int = 100,
     batch_size: int = 256,
     num_workers: int = 0,
+    across_ranks: bool = False,
 ) -> dict[str, float]:
     """Top-1 accuracies (percent) of a frozen backbone, features extracted once for every evaluation.
 
@@ -48,6 +49,9 @@ def evaluate_backbone(
         linear_epochs: Epochs of the linear probe.
         batch_size: Images per feature-extraction batch.
         num_workers: DataLoader worker processes that decode and preprocess the images.
+        across_ranks: Under torchrun / accelerate, share the work among the ranks: each extracts the features of
+            every ``W``-th image and keeps its share of the kNN bank; the held-out features are gathered, and every
+            rank gets the results. Every rank must call it.
 
     Returns:
         ``{"knn_top1": ..., "linear_top1": ...}`` for the evaluations run.
@@ -60,14 +64,22 @@ def evaluate_backbone(
     if not (splits.train.has_labels and splits.test.has_labels):
         raise ValueError(f"Evaluating needs labelled images; {splits.info.get('name')} has no labels.")
     transform = eval_transform(data_config)
-    train_features, train_labels = extract_features(backbone, splits.train, transform, batch_size, num_workers)
-    test_features, test_labels = extract_features(backbone, splits.test, transform, batch_size, num_workers)
+    train_features, train_labels = extract_features(
+        backbone, splits.train, transform, batch_size, num_workers, across_ranks=across_ranks
+    )
+    test_features, test_labels = extract_features(
+        backbone, splits.test, transform, batch_size, num_workers, across_ranks=across_ranks
+    )
+    if across_ranks:  # every rank queries its share of the bank with every held-out image
+        test_features, test_labels = gather_shares(test_features), gather_shares(test_labels)
     results = {}
     if knn:
         results["knn_top1"] = knn_accuracy(
-            train_features, train_labels, test_features, test_labels, knn_k, knn_temperature
+            train_features, train_labels, test_features, test_labels, knn_k, knn_temperature, across_ranks
         )
     if linear:
+        if across_ranks:  # the probe trains on every image, the same on every rank
+            train_features, train_labels = gather_shares(train_features), gather_shares(train_labels)
         results["linear_top1"] = linear_probe(
             train_features, train_labels, test_features, test_labels, epochs=linear_epochs
         )

@@ -9,8 +9,9 @@ import timm.data
 import torch
 from torch import nn
 from torch.nn import functional as F
-from torch.utils.data import DataLoader
+from torch.utils.data import DataLoader, Subset
 
+from ssl_hub import distributed
 from ssl_hub.data.views import MultiViewDataset
 
 
@@ -37,6 +38,7 @@ def extract_features(
     transform: Callable[[Any], torch.Tensor],
     batch_size: int = 256,
     num_workers: int = 0,
+    across_ranks: bool = False,
 ) -> tuple[torch.Tensor, torch.Tensor]:
     """Pooled features of every image of ``dataset`` in eval mode.
 
@@ -46,11 +48,15 @@ def extract_features(
         transform: Image -> ``(C, H, W)`` tensor, e.g. :func:`eval_transform`.
         batch_size: Images per forward pass.
         num_workers: DataLoader worker processes.
+        across_ranks: Under torchrun / accelerate, extract this rank's share only: images ``rank``, ``rank + W``,
+            ``rank + 2W``... of ``W`` ranks. Every rank must call it.
 
     Returns:
         ``(N, D)`` float32 features and ``(N,)`` labels (-1 where unlabelled), on the CPU.
     """
-    views = MultiViewDataset(dataset, _SingleView(transform))
+    views: Any = MultiViewDataset(dataset, _SingleView(transform))
+    if across_ranks:
+        views = Subset(views, range(distributed.rank(), len(views), distributed.world_size()))
     loader = DataLoader(views, batch_size=batch_size, num_workers=num_workers)
     device = next(backbone.parameters()).device
     was_training = backbone.training
@@ -65,6 +71,16 @@ def extract_features(
     return torch.cat(features), torch.cat(labels).long()
 
 
+def gather_shares(share: torch.Tensor) -> torch.Tensor:
+    """Every rank's share of :func:`extract_features` (``across_ranks``) -> the whole dataset's rows, in its order."""
+    gathered = distributed.gather_uneven(share)
+    world = distributed.world_size()
+    order = torch.cat([torch.arange(rank, len(gathered), world) for rank in range(world)])  # rank r: r, r + W...
+    whole = torch.empty_like(gathered)
+    whole[order] = gathered
+    return whole
+
+
 @torch.no_grad()
 def knn_predict(
     query: torch.Tensor,
@@ -74,6 +90,7 @@ def knn_predict(
     k: int = 200,
     temperature: float = 0.1,
     chunk_size: int = 1024,
+    across_ranks: bool = False,
 ) -> torch.Tensor:
     """Class of each query by a vote of its ``k`` most cosine-similar bank entries, weighted ``exp(sim / t)``.
 
@@ -85,19 +102,36 @@ def knn_predict(
         k: Neighbours per query (all of the bank when it is smaller).
         temperature: Vote temperature.
         chunk_size: Queries per batch: memory is ``chunk_size x N`` similarities.
+        across_ranks: Under torchrun / accelerate, ``bank`` is this rank's share of the bank and ``query`` the same on
+            every rank: the ``k`` neighbours are the nearest over every rank's share. Every rank must call it.
 
     Returns:
         ``(Q,)`` predicted labels.
     """
     bank = F.normalize(bank.float(), dim=1)
-    k = min(k, bank.shape[0])
     predictions = []
     for chunk in F.normalize(query.float(), dim=1).split(chunk_size):
-        similarity, index = (chunk @ bank.T).topk(k, dim=1)  # (C, k)
+        similarity, index = (chunk @ bank.T).topk(min(k, bank.shape[0]), dim=1)  # (C, k)
+        neighbour_labels = bank_labels[index]
+        if across_ranks:
+            similarity, neighbour_labels = _nearest_across_ranks(similarity, neighbour_labels, k)
         votes = torch.zeros(chunk.shape[0], num_classes, device=chunk.device)
-        votes.scatter_add_(1, bank_labels[index], (similarity / temperature).exp())
+        votes.scatter_add_(1, neighbour_labels, (similarity / temperature).exp())
         predictions.append(votes.argmax(dim=1))
     return torch.cat(predictions)
+
+
+def _nearest_across_ranks(similarity: torch.Tensor, labels: torch.Tensor, k: int) -> tuple[torch.Tensor, torch.Tensor]:
+    """The ``k`` most similar of every rank's nearest neighbours: ``(C, k_r)`` similarities and labels on each rank
+    -> ``(C, k)``. A rank with fewer than ``k`` bank entries pads with similarity -inf, a vote of weight 0."""
+    padding = k - similarity.shape[1]
+    similarity = F.pad(similarity, (0, padding), value=float("-inf"))
+    labels = F.pad(labels, (0, padding))
+    rows = similarity.shape[0]
+    every_similarity = distributed.gather_no_grad(similarity[None]).permute(1, 0, 2).reshape(rows, -1)  # (C, W k)
+    every_label = distributed.gather_no_grad(labels[None]).permute(1, 0, 2).reshape(rows, -1)
+    similarity, index = every_similarity.topk(k, dim=1)
+    return similarity, every_label.gather(1, index)
 
 
 def knn_accuracy(
@@ -107,10 +141,19 @@ def knn_accuracy(
     test_labels: torch.Tensor,
     k: int = 200,
     temperature: float = 0.1,
+    across_ranks: bool = False,
 ) -> float:
-    """Top-1 accuracy in percent of :func:`knn_predict` with ``train`` as the bank."""
-    num_classes = int(max(train_labels.max(), test_labels.max())) + 1
-    predicted = knn_predict(test_features, train_features, train_labels, num_classes, k, temperature)
+    """Top-1 accuracy in percent of :func:`knn_predict` with ``train`` as the bank.
+
+    ``across_ranks``: ``train`` is this rank's share of the bank and ``test`` the same on every rank (see
+    :func:`knn_predict`); every rank gets the accuracy.
+    """
+    highest_label = torch.cat([train_labels, test_labels]).max().reshape(1)
+    if across_ranks:
+        highest_label = distributed.gather_no_grad(highest_label).max()
+    predicted = knn_predict(
+        test_features, train_features, train_labels, int(highest_label) + 1, k, temperature, across_ranks=across_ranks
+    )
     return 100.0 * (predicted == test_labels).float().mean().item()
 
 

@@ -19,7 +19,8 @@ class KNNMonitorCallback(TrainerCallback):
     """Every ``every_n_steps`` steps (or at each epoch end), the backbone's kNN top-1 on a labelled split.
 
     The value is logged with ``trainer.log`` as ``knn_top1`` (and the best so far as ``best_knn_top1``), so the
-    progress bar, ``state.log_history``, TensorBoard, W&B... all show it. Only the main process evaluates.
+    progress bar, ``state.log_history``, TensorBoard, W&B... all show it. Under torchrun / accelerate the ranks share
+    the evaluation (:func:`~ssl_hub.eval.evaluate_backbone` ``across_ranks``), so none waits long for another.
 
     Args:
         splits: Labelled bank (``train``) and held-out queries (``test``).
@@ -66,13 +67,11 @@ class KNNMonitorCallback(TrainerCallback):
     def _evaluate(self, state: TrainerState, model: nn.Module) -> None:
         if self.trainer is None:
             raise RuntimeError("KNNMonitorCallback needs the Trainer: call monitor.attach(trainer) before training.")
-        if not state.is_world_process_zero:
-            return
         attribute = self.backbone_attribute or str(getattr(model, "published_backbone", "backbone"))
         backbone = getattr(model, attribute)
         value = evaluate_backbone(
             backbone, self.splits, self.data_config, knn=True, knn_k=self.k, knn_temperature=self.temperature,
-            num_workers=self.num_workers,
+            num_workers=self.num_workers, across_ranks=True,
         )["knn_top1"]  # fmt: skip
         self.history.append((state.global_step, value))
         log_from_callback(self.trainer, {"knn_top1": value, "best_knn_top1": self.best or value})

@@ -67,6 +67,9 @@ def recommended_training_arguments(method_class: type[SSLMethod], config: Method
         "per_device_train_batch_size": RECIPE_BATCH_SIZE,  # the Trainer's 8 starves contrastive losses of negatives
         "dataloader_drop_last": True,  # a last batch of one image breaks BatchNorm and contrastive losses
         "dataloader_pin_memory": torch.cuda.is_available(),
+        # Without an accelerator, use_cpu lets torchrun's processes train as one DDP run (accelerate sets them up as
+        # one run each otherwise) and bf16 autocast on the CPU
+        "use_cpu": not torch.accelerator.is_available(),
         "logging_steps": 10,
         **method_class.default_training_arguments(config),
     }

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import inspect
 import logging
+import os
 import re
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field, fields
@@ -15,6 +16,7 @@ from timm.data import IMAGENET_DEFAULT_MEAN, IMAGENET_DEFAULT_STD
 from timm.models import get_model_input_config
 from transformers import Trainer, TrainerCallback, TrainingArguments
 
+from ssl_hub import distributed
 from ssl_hub.data.resolve import resolve_data
 from ssl_hub.data.views import MultiViewDataset, collate_views
 from ssl_hub.eval.evaluate import evaluate_backbone, result_entries
@@ -156,6 +158,19 @@ def _describe_transform(transform: Callable[[Any], Sequence[Any]]) -> str:
     return _MEMORY_ADDRESS.sub("", repr(transform))
 
 
+def _check_launch(args: TrainingArguments) -> None:
+    """Refuse a launch of several processes that the Trainer set up as one each: every process would train alone,
+    on its own weights, and write the same folder. Accelerate does so on a machine without GPUs unless ``use_cpu``."""
+    launched = int(os.environ.get("WORLD_SIZE", "1"))
+    if launched > 1 and args.world_size == 1:
+        raise ValueError(
+            f"{launched} processes were launched (WORLD_SIZE={launched}, torchrun / accelerate), but the Trainer set "
+            f"each up as a run of its own on {args.device}: each would train alone and write {args.output_dir}. On a "
+            "machine without GPUs pass --use_cpu true (use_cpu=True) to train them as one DDP run over gloo; "
+            "otherwise launch one process."
+        )
+
+
 def _check_one_full_batch(num_images: int, args: TrainingArguments) -> None:
     """Refuse data that fills no batch: with ``dataloader_drop_last`` (the default here) the Trainer would get no
     batch at all and fail with a message about ``max_steps``."""
@@ -229,6 +244,7 @@ def pretrain(
                          "the transform you give instead.")  # fmt: skip
     if not isinstance(training_args, TrainingArguments):
         training_args = training_arguments(method, **(training_args or {}))
+    _check_launch(training_args)
     splits = resolve_data(dataset, eval_dataset)
     _check_one_full_batch(len(splits.train), training_args)
     image_size = (
@@ -248,8 +264,8 @@ def pretrain(
         "crop_mode": "center",
     }
     evaluate = knn and splits.test is not None and splits.train.has_labels and splits.test.has_labels
-    is_main = training_args.process_index == 0
     method.to(training_args.device)
+    distributed.broadcast_module(method)  # as DDP will: every rank evaluates and starts from rank 0's weights
     optimizer = _optimizer(method, training_args)  # bad arguments fail here
     published = method.published
 
@@ -257,10 +273,11 @@ def pretrain(
 
     def knn_top1() -> dict[str, float]:
         return evaluate_backbone(
-            published, splits, data_config, knn_k=knn_k, knn_temperature=knn_temperature, num_workers=workers
-        )
+            published, splits, data_config, knn_k=knn_k, knn_temperature=knn_temperature, num_workers=workers,
+            across_ranks=True,
+        )  # fmt: skip
 
-    before = knn_top1() if evaluate and is_main else None
+    before = knn_top1() if evaluate else None
     monitors = []
     if evaluate and knn_every_n_steps is not None:
         monitors.append(
@@ -334,7 +351,8 @@ def pretrain(
         result.evaluation = result_entries(
             after, splits.info, before=before, knn_k=knn_k, knn_temperature=knn_temperature
         )
-        logger.info("kNN top-1: %.2f %% (before pretraining: %.2f %%)", after["knn_top1"], before["knn_top1"])
+        if trainer.is_world_process_zero():  # every rank has the values
+            logger.info("kNN top-1: %.2f %% (before pretraining: %.2f %%)", after["knn_top1"], before["knn_top1"])
     method.hub_info.update(
         data_config=data_config, training=training, evaluation=result.evaluation, dataset=splits.info, license=license
     )
