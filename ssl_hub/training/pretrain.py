@@ -212,6 +212,8 @@ def pretrain(
     The Trainer does the loop (devices, mixed precision, DDP under torchrun / accelerate, logging, checkpoints,
     ``resume_from_checkpoint``); the method's :meth:`~SSLMethod.callbacks` add its step-dependent dynamics. When the
     data has a labelled held-out split, the backbone's kNN top-1 before and after pretraining goes into the card.
+    The initial weights are drawn when ``method`` is built: call ``transformers.set_seed`` before building it for a
+    reproducible run (``ssl-hub pretrain`` does, with ``--seed``); under torchrun every rank starts from rank 0's.
 
     Args:
         method: The method to train (see :func:`ssl_hub.create_method`).
