@@ -108,7 +108,8 @@ def _sendable(tensor: torch.Tensor) -> torch.Tensor:
     if tensor.device.type == "cpu" and "gloo" not in backend and backend != "mpi":
         accelerator = torch.accelerator.current_accelerator()
         if accelerator is not None:
-            return tensor.to(torch.device(accelerator.type, torch.accelerator.current_device_index()))
+            index = torch.get_device_module(accelerator.type).current_device()
+            return tensor.to(torch.device(accelerator.type, index))
     return tensor.contiguous()
 
 
