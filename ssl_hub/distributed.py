@@ -5,9 +5,10 @@ Every function is a no-op in a single process, so losses call them unconditional
 
 from __future__ import annotations
 
+from typing import Any, cast
+
 import torch
 import torch.distributed as dist
-import torch.distributed.nn.functional as dist_fn
 
 
 def is_distributed() -> bool:
@@ -39,21 +40,29 @@ def gather(tensor: torch.Tensor) -> torch.Tensor:
     """
     if not is_distributed():
         return tensor
-    return _ContiguousGradient.apply(torch.cat(dist_fn.all_gather(tensor), dim=0))
+    return cast(torch.Tensor, _Gather.apply(tensor))
 
 
-class _ContiguousGradient(torch.autograd.Function):
-    """Identity whose backward makes the gradient contiguous. ``torch.distributed.nn``'s all-gather sends the slices
-    of the gradient that reach it as they are, and on gloo a strided slice (the gradient of a transposed product, as
-    VICRegL's per-location covariance gives) comes back wrong: measured in ``tests/test_gathered_losses.py``."""
+class _Gather(torch.autograd.Function):
+    """All-gather with a gradient: backward sums the ranks' gradients of the whole and keeps this rank's slice.
+
+    The gradient is made contiguous before it is sent: on gloo a strided one (the gradient of a transposed product,
+    as VICRegL's per-location covariance gives) came back wrong through ``torch.distributed.nn``'s all-gather
+    (measured in ``tests/test_gathered_losses.py``).
+    """
 
     @staticmethod
-    def forward(ctx: torch.autograd.function.FunctionCtx, tensor: torch.Tensor) -> torch.Tensor:
-        return tensor.view_as(tensor)
+    def forward(ctx: Any, tensor: torch.Tensor) -> torch.Tensor:
+        ctx.rows = tensor.shape[0]
+        parts = [torch.empty_like(tensor, memory_format=torch.contiguous_format) for _ in range(world_size())]
+        dist.all_gather(parts, tensor.contiguous())
+        return torch.cat(parts, dim=0)
 
     @staticmethod
-    def backward(ctx: torch.autograd.function.FunctionCtx, grad: torch.Tensor) -> torch.Tensor:
-        return grad.contiguous()
+    def backward(ctx: Any, grad: torch.Tensor) -> torch.Tensor:
+        summed = grad.clone(memory_format=torch.contiguous_format)  # (W * B, ...)
+        dist.all_reduce(summed)
+        return summed[rank() * ctx.rows : (rank() + 1) * ctx.rows]
 
 
 @torch.no_grad()
@@ -101,6 +110,27 @@ def broadcast_module(module: torch.nn.Module, source: int = 0) -> None:
             tensor.copy_(sent)
 
 
+def all_reduce_sum(tensor: torch.Tensor) -> torch.Tensor:
+    """Sum ``tensor`` over ranks with a gradient path (returns a new tensor): backward sums the ranks' gradients."""
+    if not is_distributed():
+        return tensor
+    return cast(torch.Tensor, _AllReduceSum.apply(tensor))
+
+
+class _AllReduceSum(torch.autograd.Function):
+    @staticmethod
+    def forward(ctx: Any, tensor: torch.Tensor) -> torch.Tensor:
+        summed = tensor.clone(memory_format=torch.contiguous_format)
+        dist.all_reduce(summed)
+        return summed
+
+    @staticmethod
+    def backward(ctx: Any, grad: torch.Tensor) -> torch.Tensor:
+        summed = grad.clone(memory_format=torch.contiguous_format)
+        dist.all_reduce(summed)
+        return summed
+
+
 def _sendable(tensor: torch.Tensor) -> torch.Tensor:
     """``tensor`` (contiguous) on a device the process group's backend sends from: the accelerator's for a CPU
     tensor under a backend without CPU support (NCCL), else where it is."""
@@ -111,10 +141,3 @@ def _sendable(tensor: torch.Tensor) -> torch.Tensor:
             index = torch.get_device_module(accelerator.type).current_device()
             return tensor.to(torch.device(accelerator.type, index))
     return tensor.contiguous()
-
-
-def all_reduce_sum(tensor: torch.Tensor) -> torch.Tensor:
-    """Sum ``tensor`` over ranks with a gradient path (returns a new tensor)."""
-    if not is_distributed():
-        return tensor
-    return dist_fn.all_reduce(tensor, op=dist.ReduceOp.SUM)
