@@ -43,13 +43,15 @@ def test_pretrain_under_torchrun_on_cpus_is_one_ddp_run_starting_from_the_seeded
     flags = ["--method", "simclr", "--backbone", "test_resnet", "--max_steps", "2", "--per_device_train_batch_size",
              "16", "--disable_tqdm", "true", "--seed", "3"]  # fmt: skip
     launch = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node", str(WORLD_SIZE)]
+    monitor = ["--knn_every_n_steps", "1"]  # the kNN monitor's evaluations are shared too
     run = subprocess.run(
-        [*launch, "-m", "ssl_hub.cli", "pretrain", *flags, "--output-dir", str(tmp_path / "ddp")],
+        [*launch, "-m", "ssl_hub.cli", "pretrain", *flags, *monitor, "--output-dir", str(tmp_path / "ddp")],
         capture_output=True, text=True, env={**os.environ, "OMP_NUM_THREADS": "1"}, timeout=280,
     )  # fmt: skip
     assert run.returncode == 0, run.stderr[-3000:]
     training = json.loads((tmp_path / "ddp" / "config.json").read_text())["ssl_hub"]["training"]
     assert (training["world_size"], training["global_batch_size"]) == (WORLD_SIZE, WORLD_SIZE * 16)
+    assert [step for step, _ in training["knn_history"]] == [1, 2]
 
     (logged,) = before_and_after(run.stdout + run.stderr)  # the main process logs
     # The ranks shared the evaluation; its untrained value is one process's on the same seed: the ranks started from
