@@ -11,6 +11,7 @@ import sys
 from pathlib import Path
 
 import pytest
+import torch
 from conftest import random_images
 from huggingface_hub import ModelCard
 from PIL import Image
@@ -179,6 +180,15 @@ def test_no_knn_skips_the_evaluation(tmp_path: Path) -> None:
     config = json.loads((out / "config.json").read_text())
     assert config["ssl_hub"]["evaluation"] == []
     assert config["ssl_hub"]["training"]["global_step"] == 1
+
+
+@pytest.mark.skipif(torch.accelerator.is_available(), reason="the recipe's use_cpu is for machines without one")
+def test_bf16_trains_on_a_machine_without_an_accelerator(tmp_path: Path) -> None:
+    """transformers refuses bf16 without a GPU unless use_cpu is set, which the recipe does on such a machine."""
+    out = tmp_path / "out"
+    arguments = ["--output-dir", str(out), "--max_steps", "1", "--per_device_train_batch_size", "8", "--no_knn"]
+    assert main(["pretrain", "--method", "simclr", "--backbone", "test_resnet", "--bf16", "true", *arguments]) == 0
+    assert json.loads((out / "config.json").read_text())["ssl_hub"]["training"]["precision"] == "bf16 mixed"
 
 
 def test_transform_kwargs_reach_the_augmentation_and_its_record(tmp_path: Path) -> None:
