@@ -6,8 +6,9 @@ import math
 
 import pytest
 import torch
+from torch import nn
 
-from ssl_hub.eval import knn_accuracy, knn_predict
+from ssl_hub.eval import evaluate_knn, knn_accuracy, knn_predict
 
 
 def brute_force_knn(
@@ -42,3 +43,37 @@ def test_separable_clusters_are_classified_perfectly() -> None:
     train = centers[train_labels] + torch.randn(60, 3, generator=generator)
     test = centers[test_labels] + torch.randn(15, 3, generator=generator)
     assert knn_accuracy(train, train_labels, test, test_labels, k=10) == 100.0
+
+
+class _Flatten(nn.Module):
+    """A fixed backbone: the normalised pixels, (B, 3 * 4 * 4) features."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.anchor = nn.Parameter(torch.zeros(()))  # a parameter, for the device
+
+    def forward(self, images: torch.Tensor) -> torch.Tensor:
+        return images.flatten(1) + self.anchor
+
+
+def test_evaluate_knn_on_two_image_sources_matches_brute_force_on_their_pixels() -> None:
+    generator = torch.Generator().manual_seed(0)
+    centers = torch.randint(100, 156, (3, 3, 4, 4), generator=generator)
+
+    def images(count: int) -> list[tuple[torch.Tensor, int]]:  # noisy copies of the class centres, uint8 (C, H, W)
+        labels = torch.randint(0, 3, (count,), generator=generator)
+        noise = torch.randint(-100, 101, (count, 3, 4, 4), generator=generator)
+        return [
+            (image, int(label)) for image, label in zip((centers[labels] + noise).to(torch.uint8), labels, strict=True)
+        ]
+
+    train, test = images(30), images(12)
+    data_config = {"input_size": (3, 4, 4), "mean": (0.0,) * 3, "std": (1.0,) * 3, "crop_pct": 1.0}
+    accuracy = evaluate_knn(_Flatten(), train, test, data_config, k=5, temperature=0.07, batch_size=7)
+
+    pixels = [torch.stack([image.double().flatten() / 255 for image, _ in split]) for split in (train, test)]
+    labels = [torch.tensor([label for _, label in split]) for split in (train, test)]
+    predicted = brute_force_knn(pixels[1], pixels[0], labels[0], 3, 5, 0.07)
+    expected = 100.0 * sum(p == label for p, label in zip(predicted, labels[1].tolist(), strict=True)) / len(test)
+    assert 0 < expected < 100  # the noise makes some images ambiguous: a wrong neighbour count or bank would show
+    assert accuracy == pytest.approx(expected)

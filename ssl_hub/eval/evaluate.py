@@ -14,6 +14,7 @@ import timm
 from torch import nn
 
 from ssl_hub.data.resolve import DataSplits, resolve_data
+from ssl_hub.data.sources import ImageDataset
 from ssl_hub.eval.knn import eval_transform, extract_features, gather_shares, knn_accuracy
 from ssl_hub.eval.linear import linear_probe
 
@@ -84,6 +85,33 @@ def evaluate_backbone(
             train_features, train_labels, test_features, test_labels, epochs=linear_epochs
         )
     return results
+
+
+def evaluate_knn(
+    backbone: nn.Module,
+    train: Any,
+    test: Any,
+    data_config: dict[str, Any],
+    k: int = 200,
+    temperature: float = 0.1,
+    batch_size: int = 256,
+    num_workers: int = 0,
+    across_ranks: bool = False,
+) -> float:
+    """kNN top-1 (percent) of ``backbone`` on ``test`` with ``train`` as the labelled bank: :func:`evaluate_backbone`
+    for two labelled image sources of any kind :class:`~ssl_hub.data.ImageDataset` reads (torchvision datasets,
+    Hugging Face datasets, lists of ``(image, label)``)."""
+    splits = DataSplits(ImageDataset(train), ImageDataset(test), {"name": "the evaluation data"})
+    return evaluate_backbone(
+        backbone,
+        splits,
+        data_config,
+        knn_k=k,
+        knn_temperature=temperature,
+        batch_size=batch_size,
+        num_workers=num_workers,
+        across_ranks=across_ranks,
+    )["knn_top1"]
 
 
 def result_entries(

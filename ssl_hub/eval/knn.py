@@ -155,23 +155,3 @@ def knn_accuracy(
         test_features, train_features, train_labels, int(highest_label) + 1, k, temperature, across_ranks=across_ranks
     )
     return 100.0 * (predicted == test_labels).float().mean().item()
-
-
-def evaluate_knn(
-    backbone: nn.Module,
-    train: Any,
-    test: Any,
-    data_config: dict[str, Any],
-    k: int = 200,
-    temperature: float = 0.1,
-    batch_size: int = 256,
-    num_workers: int = 0,
-) -> float:
-    """kNN top-1 (percent) of ``backbone`` on ``test`` with ``train`` as the labelled bank, the images preprocessed
-    by ``num_workers`` DataLoader workers."""
-    transform = eval_transform(data_config)
-    train_features, train_labels = extract_features(backbone, train, transform, batch_size, num_workers)
-    test_features, test_labels = extract_features(backbone, test, transform, batch_size, num_workers)
-    if (train_labels < 0).any() or (test_labels < 0).any():
-        raise ValueError("kNN evaluation needs labelled images in both splits.")
-    return knn_accuracy(train_features, train_labels, test_features, test_labels, k, temperature)
