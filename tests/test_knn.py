@@ -77,3 +77,10 @@ def test_evaluate_knn_on_two_image_sources_matches_brute_force_on_their_pixels()
     expected = 100.0 * sum(p == label for p, label in zip(predicted, labels[1].tolist(), strict=True)) / len(test)
     assert 0 < expected < 100  # the noise makes some images ambiguous: a wrong neighbour count or bank would show
     assert accuracy == pytest.approx(expected)
+
+
+def test_evaluate_knn_refuses_images_without_labels_among_labelled_ones() -> None:
+    image = torch.zeros(3, 4, 4, dtype=torch.uint8)
+    data_config = {"input_size": (3, 4, 4), "mean": (0.0,) * 3, "std": (1.0,) * 3, "crop_pct": 1.0}
+    with pytest.raises(ValueError, match="the evaluation data has 1 without one"):
+        evaluate_knn(_Flatten(), [(image, 0), (image, -1)], [(image, 1)], data_config, k=1)

@@ -71,6 +71,12 @@ def evaluate_backbone(
     test_features, test_labels = extract_features(
         backbone, splits.test, transform, batch_size, num_workers, across_ranks=across_ranks
     )
+    unlabelled = int((train_labels < 0).sum() + (test_labels < 0).sum())
+    if unlabelled:  # has_labels reads the first image only
+        raise ValueError(
+            f"Evaluating needs a label on every image; {splits.info.get('name')} has {unlabelled} without one "
+            "(label -1). Evaluate on labelled splits only."
+        )
     if across_ranks:  # every rank queries its share of the bank with every held-out image
         test_features, test_labels = gather_shares(test_features), gather_shares(test_labels)
     results = {}
