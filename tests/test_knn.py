@@ -45,6 +45,10 @@ def test_separable_clusters_are_classified_perfectly() -> None:
     assert knn_accuracy(train, train_labels, test, test_labels, k=10) == 100.0
 
 
+# timm eval transform of 4 x 4 images: no resize, no crop, pixels / 255
+PIXELS_AS_THEY_ARE = {"input_size": (3, 4, 4), "mean": (0.0,) * 3, "std": (1.0,) * 3, "crop_pct": 1.0}
+
+
 class _Flatten(nn.Module):
     """A fixed backbone: the normalised pixels, (B, 3 * 4 * 4) features."""
 
@@ -68,8 +72,7 @@ def test_evaluate_knn_on_two_image_sources_matches_brute_force_on_their_pixels()
         ]
 
     train, test = images(30), images(12)
-    data_config = {"input_size": (3, 4, 4), "mean": (0.0,) * 3, "std": (1.0,) * 3, "crop_pct": 1.0}
-    accuracy = evaluate_knn(_Flatten(), train, test, data_config, k=5, temperature=0.07, batch_size=7)
+    accuracy = evaluate_knn(_Flatten(), train, test, PIXELS_AS_THEY_ARE, k=5, temperature=0.07, batch_size=7)
 
     pixels = [torch.stack([image.double().flatten() / 255 for image, _ in split]) for split in (train, test)]
     labels = [torch.tensor([label for _, label in split]) for split in (train, test)]
@@ -81,6 +84,5 @@ def test_evaluate_knn_on_two_image_sources_matches_brute_force_on_their_pixels()
 
 def test_evaluate_knn_refuses_images_without_labels_among_labelled_ones() -> None:
     image = torch.zeros(3, 4, 4, dtype=torch.uint8)
-    data_config = {"input_size": (3, 4, 4), "mean": (0.0,) * 3, "std": (1.0,) * 3, "crop_pct": 1.0}
     with pytest.raises(ValueError, match="the evaluation data has 1 without one"):
-        evaluate_knn(_Flatten(), [(image, 0), (image, -1)], [(image, 1)], data_config, k=1)
+        evaluate_knn(_Flatten(), [(image, 0), (image, -1)], [(image, 1)], PIXELS_AS_THEY_ARE, k=1)
