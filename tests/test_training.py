@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import copy
+import json
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
@@ -437,6 +438,9 @@ def test_a_run_resumed_from_a_checkpoint_ends_as_the_uninterrupted_run_with_a_ti
     losses = [[loss for _, loss in run["loss_history"]] for run in (resumed_training, training)]
     assert losses[0] == pytest.approx(losses[1], rel=1e-6)
     assert resumed_training["final_loss"] == pytest.approx(training["final_loss"], rel=1e-6)
+    # and its training time: the checkpoint's seconds, then this run's on the same clock
+    saved = json.loads((tmp_path / "whole" / f"checkpoint-{checkpoint}" / CheckpointedHistory.HISTORY_FILE).read_text())
+    assert resumed_training["runtime_seconds"] > saved["seconds"] > 0
     torch.manual_seed(0)
     initial = dict(ssl_hub.create_method("simclr", "test_resnet").named_parameters())
     for name, value in uninterrupted.items():
@@ -458,3 +462,5 @@ def test_checkpointed_history_saves_every_history_and_restores_it_before_the_res
     assert loss == [(1, 2.0), (2, 1.5), (3, 1.2)]
     assert knn == [(2, 55.0)]
     assert 100.0 < resumed.earlier_seconds < 100.0 + callback.seconds()
+    callback.on_train_end(args, state, TrainerControl())
+    assert callback.seconds() == callback.seconds()  # the clock stops with training: the card's time is the run's

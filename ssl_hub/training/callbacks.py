@@ -158,15 +158,24 @@ class CheckpointedHistory(TrainerCallback):
         self.histories = histories
         self.earlier_seconds = 0.0  # training time of the run up to the checkpoint resumed from
         self._start: float | None = None
+        self._stop: float | None = None
 
     def on_train_begin(
         self, args: TrainingArguments, state: TrainerState, control: TrainerControl, **kwargs: Any
     ) -> None:
-        self._start = time.perf_counter()
+        self._start, self._stop = time.perf_counter(), None
+
+    def on_train_end(
+        self, args: TrainingArguments, state: TrainerState, control: TrainerControl, **kwargs: Any
+    ) -> None:
+        self._stop = time.perf_counter()
 
     def seconds(self) -> float:
-        """Training time so far: before the checkpoint resumed from, plus this process's."""
-        return self.earlier_seconds + (time.perf_counter() - self._start if self._start is not None else 0.0)
+        """Training time: before the checkpoint resumed from, plus this process's until now or the end of training
+        (the one clock of the checkpoints and the card)."""
+        if self._start is None:
+            return self.earlier_seconds
+        return self.earlier_seconds + ((self._stop or time.perf_counter()) - self._start)
 
     def on_save(self, args: TrainingArguments, state: TrainerState, control: TrainerControl, **kwargs: Any) -> None:
         folder = Path(str(args.output_dir)) / f"{PREFIX_CHECKPOINT_DIR}-{state.global_step}"

@@ -307,7 +307,7 @@ def pretrain(
     checkpoint = training_args.resume_from_checkpoint
     if checkpoint:
         history.restore(checkpoint)
-    output = trainer.train(resume_from_checkpoint=checkpoint)
+    trainer.train(resume_from_checkpoint=checkpoint)
     if monitor.nonfinite_step is not None:
         raise NonFiniteLossError(
             f"The loss became NaN or infinite at step {monitor.nonfinite_step}; training stopped before that step "
@@ -338,7 +338,7 @@ def pretrain(
         "final_loss": monitor.final_loss(),
         "loss_history": monitor.curve(),
         "final_metrics": method_metrics.last,
-        "runtime_seconds": round(history.earlier_seconds + float(output.metrics.get("train_runtime", 0.0)), 1),
+        "runtime_seconds": round(history.seconds(), 1),
         "augmentation": _describe_transform(transform),
     }
     for callback in method_callbacks:  # a published EMA teacher: what is left of its initialisation (the card says)
