@@ -20,7 +20,7 @@ from torch import nn
 import ssl_hub
 from ssl_hub.cli import main
 from ssl_hub.data.resolve import resolve_data
-from ssl_hub.eval import evaluate_backbone
+from ssl_hub.eval import evaluate_backbone, evaluate_knn
 from ssl_hub.eval.knn import knn_predict
 from ssl_hub.training import PretrainingArguments
 
@@ -92,7 +92,15 @@ def _sharded_evaluation_worker(rank: int, port: int, output: str) -> None:
         accuracies = evaluate_backbone(
             _Pixels(), resolve_data(None), DATA_CONFIG, linear=True, linear_epochs=3, batch_size=64, across_ranks=True
         )
-        torch.save({"predicted": predicted, "accuracies": accuracies}, f"{output}/rank{rank}.pt")
+        image = torch.zeros(3, 32, 32, dtype=torch.uint8)  # one of three bank images unlabelled: on rank 0's share
+        try:
+            evaluate_knn(
+                _Pixels(), [(image, 0), (image, 1), (image, -1)], [(image, 1)] * 2, DATA_CONFIG, across_ranks=True
+            )
+            refusal = ""
+        except ValueError as error:
+            refusal = str(error)
+        torch.save({"predicted": predicted, "accuracies": accuracies, "refusal": refusal}, f"{output}/rank{rank}.pt")
     finally:
         dist.destroy_process_group()
 
@@ -116,3 +124,6 @@ def test_evaluation_shared_among_ranks_equals_one_process_alone(tmp_path: Path) 
         assert torch.equal(result["predicted"], alone)
     expected = evaluate_backbone(_Pixels(), resolve_data(None), DATA_CONFIG, linear=True, linear_epochs=3)
     assert [result["accuracies"] for result in results] == [expected] * WORLD_SIZE
+    # a partly unlabelled split is refused by every rank, each counting the images of all shares
+    assert [result["refusal"] for result in results] == [results[0]["refusal"]] * WORLD_SIZE
+    assert "the evaluation data has 1 without one" in results[0]["refusal"]

@@ -13,6 +13,7 @@ from typing import Any
 import timm
 from torch import nn
 
+from ssl_hub import distributed
 from ssl_hub.data.resolve import DataSplits, resolve_data
 from ssl_hub.data.sources import ImageDataset
 from ssl_hub.eval.knn import eval_transform, extract_features, gather_shares, knn_accuracy
@@ -71,10 +72,12 @@ def evaluate_backbone(
     test_features, test_labels = extract_features(
         backbone, splits.test, transform, batch_size, num_workers, across_ranks=across_ranks
     )
-    unlabelled = int((train_labels < 0).sum() + (test_labels < 0).sum())
+    unlabelled = (train_labels < 0).sum() + (test_labels < 0).sum()
+    if across_ranks:  # the count of every share, so that every rank raises with the whole count
+        unlabelled = distributed.gather_no_grad(unlabelled.reshape(1)).sum()
     if unlabelled:  # has_labels reads the first image only
         raise ValueError(
-            f"Evaluating needs a label on every image; {splits.info.get('name')} has {unlabelled} without one "
+            f"Evaluating needs a label on every image; {splits.info.get('name')} has {int(unlabelled)} without one "
             "(label -1). Evaluate on labelled splits only."
         )
     if across_ranks:  # every rank queries its share of the bank with every held-out image
