@@ -175,7 +175,8 @@ class CheckpointedHistory(TrainerCallback):
         (the one clock of the checkpoints and the card)."""
         if self._start is None:
             return self.earlier_seconds
-        return self.earlier_seconds + ((self._stop or time.perf_counter()) - self._start)
+        stop = self._stop if self._stop is not None else time.perf_counter()
+        return self.earlier_seconds + (stop - self._start)
 
     def on_save(self, args: TrainingArguments, state: TrainerState, control: TrainerControl, **kwargs: Any) -> None:
         folder = Path(str(args.output_dir)) / f"{PREFIX_CHECKPOINT_DIR}-{state.global_step}"
