@@ -121,10 +121,22 @@ def transform_batch(transform: LeJEPATransform, count: int = 4, size: int = 48) 
     return [torch.stack(column) for column in zip(*items, strict=True)]
 
 
-@pytest.mark.parametrize(("backbone", "one_pass"), [("test_resnet", True), ("test_resnet", False), ("test_vit", True)])
-def test_method_loss_is_the_criterion_of_the_global_and_local_crops_embeddings(backbone: str, one_pass: bool) -> None:
+@pytest.mark.parametrize(
+    ("backbone", "one_pass", "all_centers"),
+    [
+        ("test_resnet", True, False),
+        ("test_resnet", False, False),
+        ("test_resnet", True, True),
+        ("test_vit", True, False),
+    ],
+)
+def test_method_loss_is_the_criterion_of_the_global_and_local_crops_embeddings(
+    backbone: str, one_pass: bool, all_centers: bool
+) -> None:
     torch.manual_seed(0)
-    method = ssl_hub.create_method("lejepa", backbone=backbone, views_in_one_pass=one_pass, **SMALL).double()
+    method = ssl_hub.create_method(
+        "lejepa", backbone=backbone, views_in_one_pass=one_pass, center_on_all_views=all_centers, **SMALL
+    ).double()
     views = [v.double() for v in transform_batch(method.make_transform(32))]
     assert len(views) == 8
     with torch.no_grad():
@@ -136,9 +148,10 @@ def test_method_loss_is_the_criterion_of_the_global_and_local_crops_embeddings(b
             out = method.projection_head(method.backbone(torch.cat([views[i] for i in indices])))
             embedded.update(zip(indices, out.chunk(len(indices)), strict=True))
         reference = LeJEPALoss(sigreg_num_vectors=5, seed=int(method.criterion.sigreg.seed)).double()
+        centers = 8 if all_centers else 2  # the paper's rule for non-ViT backbones: every view is a global view
         expected = reference(
-            global_proj=torch.stack([embedded[0], embedded[1]]),
-            local_proj=torch.stack([embedded[i] for i in range(2, 8)]),
+            global_proj=torch.stack([embedded[i] for i in range(centers)]),
+            local_proj=torch.stack([embedded[i] for i in range(centers, 8)]) if centers < 8 else None,
         )
         output = method(views=views)
     assert output.loss.item() == pytest.approx(expected.item(), rel=1e-10)

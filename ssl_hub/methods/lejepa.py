@@ -66,6 +66,9 @@ class LeJEPAConfig(MethodConfig):
         gather_distributed: SIGReg over the global batch under multi-process training, as the official code.
         views_in_one_pass: Encode the crops of one size as one batch (batch-norm statistics span them, as the official
             example); ``False`` encodes each crop on its own.
+        center_on_all_views: Pull every view towards the mean embedding of all the views of its image, local crops
+            included: the paper's algorithm 2 for non-ViT backbones ("set global_views = all_views"). ``False`` (the
+            default) centers on the global crops, as the official README's multi-crop recipe and LightlySSL's.
     """
 
     lambda_param: float = 0.05
@@ -77,6 +80,7 @@ class LeJEPAConfig(MethodConfig):
     projection_num_layers: int = 3
     gather_distributed: bool = True
     views_in_one_pass: bool = True
+    center_on_all_views: bool = False
 
     def validate(self) -> None:
         check_probability("lambda_param", self.lambda_param, "LeJEPA")
@@ -94,7 +98,9 @@ class LeJEPA(SSLMethod):
 
     ``views`` are :class:`~ssl_hub.transforms.LeJEPATransform`'s: 2 global crops of one size, then any local crops.
     Each goes through the backbone and :class:`~ssl_hub.heads.LeJEPAProjectionHead`;
-    :class:`~ssl_hub.losses.LeJEPALoss` compares them. The published backbone is the one trained.
+    :class:`~ssl_hub.losses.LeJEPALoss` compares them: every view with the mean of the global crops' embeddings (of
+    every view's with ``center_on_all_views``, the paper's rule for non-ViT backbones). The published backbone is the
+    one trained.
     """
 
     name = "lejepa"
@@ -141,6 +147,7 @@ class LeJEPA(SSLMethod):
         embeddings = multi_crop_forward(
             lambda x: self.projection_head(self.backbone(x)), views, self.config.views_in_one_pass
         )  # (B, D) each
-        global_proj = torch.stack(embeddings[:N_GLOBAL_CROPS])  # (2, B, D)
-        local_proj = torch.stack(embeddings[N_GLOBAL_CROPS:]) if len(views) > N_GLOBAL_CROPS else None  # (V_l, B, D)
+        centers = len(views) if self.config.center_on_all_views else N_GLOBAL_CROPS
+        global_proj = torch.stack(embeddings[:centers])  # (V_c, B, D): the views whose mean is the center
+        local_proj = torch.stack(embeddings[centers:]) if len(views) > centers else None  # (V - V_c, B, D)
         return SSLMethodOutput.from_terms(self.criterion.terms(global_proj=global_proj, local_proj=local_proj))
