@@ -122,29 +122,36 @@ def transform_batch(transform: LeJEPATransform, count: int = 4, size: int = 48) 
 
 
 @pytest.mark.parametrize(
-    ("backbone", "one_pass", "all_centers"),
+    ("backbone", "batching", "all_centers"),
     [
-        ("test_resnet", True, False),
-        ("test_resnet", False, False),
-        ("test_resnet", True, True),
-        ("test_vit", True, False),
+        ("test_resnet", "size", False),
+        ("test_resnet", "view", False),
+        ("test_resnet", "kind", False),
+        ("test_resnet", "size", True),
+        ("test_vit", "size", False),
     ],
 )
 def test_method_loss_is_the_criterion_of_the_global_and_local_crops_embeddings(
-    backbone: str, one_pass: bool, all_centers: bool
+    backbone: str, batching: str, all_centers: bool
 ) -> None:
     torch.manual_seed(0)
     method = ssl_hub.create_method(
-        "lejepa", backbone=backbone, views_in_one_pass=one_pass, center_on_all_views=all_centers, **SMALL
+        "lejepa",
+        backbone=backbone,
+        views_in_one_pass=batching != "view",
+        local_crops_own_pass=batching == "kind",
+        center_on_all_views=all_centers,
+        **SMALL,
     ).double()
     views = [v.double() for v in transform_batch(method.make_transform(32))]
     assert len(views) == 8
     with torch.no_grad():
-        sizes: dict[tuple[int, ...], list[int]] = {}
-        for index, view in enumerate(views):
-            sizes.setdefault(tuple(view.shape) if one_pass else (index,), []).append(index)
+        passes: dict[object, list[int]] = {}
+        for index, view in enumerate(views):  # size: one pass per crop size, as the official example
+            key = {"size": tuple(view.shape), "view": index, "kind": (index < 2, tuple(view.shape))}[batching]
+            passes.setdefault(key, []).append(index)
         embedded: dict[int, torch.Tensor] = {}
-        for indices in sizes.values():  # one batch per crop size, as the official example
+        for indices in passes.values():
             out = method.projection_head(method.backbone(torch.cat([views[i] for i in indices])))
             embedded.update(zip(indices, out.chunk(len(indices)), strict=True))
         reference = LeJEPALoss(sigreg_num_vectors=5, seed=int(method.criterion.sigreg.seed)).double()

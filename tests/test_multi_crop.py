@@ -141,6 +141,23 @@ def test_views_apart_are_embedded_one_by_one_with_their_own_batch_norm_statistic
         assert not torch.allclose(together[0], apart[0], atol=1e-3)  # the first view saw the second's statistics
 
 
+def test_views_split_at_an_index_never_share_a_pass_with_the_views_after_it() -> None:
+    torch.manual_seed(0)
+    views = [torch.randn(4, 3, 32, 32), torch.randn(4, 3, 32, 32), 2.0 * torch.randn(4, 3, 32, 32) + 1.0]
+    views.append(torch.randn(4, 3, 16, 16))
+    backbone = timm.create_model("test_resnet", num_classes=0)  # train mode: statistics of each pass's batch
+    batches: list[int] = []
+    backbone.register_forward_hook(lambda module, args, out: batches.append(args[0].shape[0]))
+    with torch.no_grad():
+        split = multi_crop_forward(backbone, views, split_at=2)
+        assert batches == [8, 4, 4]  # the first two views, the third, the fourth (a size of its own)
+        torch.testing.assert_close(torch.cat(split[:2]), backbone(torch.cat(views[:2])))
+        torch.testing.assert_close(split[2], backbone(views[2]))
+        torch.testing.assert_close(split[3], backbone(views[3]))
+        together = multi_crop_forward(backbone, views)
+        assert not torch.allclose(together[0], split[0], atol=1e-3)  # one pass: the third view's statistics too
+
+
 def loss_and_backbone_batches(
     base: ssl_hub.SSLMethod, views: list[torch.Tensor], one_pass: bool, training: bool
 ) -> tuple[float, list[int]]:

@@ -66,6 +66,9 @@ class LeJEPAConfig(MethodConfig):
         gather_distributed: SIGReg over the global batch under multi-process training, as the official code.
         views_in_one_pass: Encode the crops of one size as one batch (batch-norm statistics span them, as the official
             example); ``False`` encodes each crop on its own.
+        local_crops_own_pass: With ``views_in_one_pass``, encode the local crops in a pass apart from the global crops
+            even at one size (batch-norm statistics of each kind of crop), as LightlySSL's example (``False``: the
+            crops of one size share a pass, as the official example).
         center_on_all_views: Pull every view towards the mean embedding of all the views of its image, local crops
             included: the paper's algorithm 2 for non-ViT backbones ("set global_views = all_views"). ``False`` (the
             default) centers on the global crops, as the official README's multi-crop recipe and LightlySSL's.
@@ -80,6 +83,7 @@ class LeJEPAConfig(MethodConfig):
     projection_num_layers: int = 3
     gather_distributed: bool = True
     views_in_one_pass: bool = True
+    local_crops_own_pass: bool = False
     center_on_all_views: bool = False
 
     def validate(self) -> None:
@@ -145,7 +149,10 @@ class LeJEPA(SSLMethod):
         check_multi_crop_views(views, type(self).__name__)
         check_input_sizes(self.backbone, views, type(self).__name__)
         embeddings = multi_crop_forward(
-            lambda x: self.projection_head(self.backbone(x)), views, self.config.views_in_one_pass
+            lambda x: self.projection_head(self.backbone(x)),
+            views,
+            self.config.views_in_one_pass,
+            split_at=N_GLOBAL_CROPS if self.config.local_crops_own_pass else 0,
         )  # (B, D) each
         centers = len(views) if self.config.center_on_all_views else N_GLOBAL_CROPS
         global_proj = torch.stack(embeddings[:centers])  # (V_c, B, D): the views whose mean is the center

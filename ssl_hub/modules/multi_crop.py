@@ -40,27 +40,33 @@ def check_multi_crop_views(views: Sequence[torch.Tensor], owner: str) -> None:
 
 
 def multi_crop_forward(
-    network: Callable[[torch.Tensor], torch.Tensor], views: Sequence[torch.Tensor], one_pass_per_size: bool = True
+    network: Callable[[torch.Tensor], torch.Tensor],
+    views: Sequence[torch.Tensor],
+    one_pass_per_size: bool = True,
+    split_at: int = 0,
 ) -> list[torch.Tensor]:
     """``network`` applied to every view, one forward pass per view size (or per view).
 
     Views of one size are concatenated and embedded together (batch-norm statistics span them, as in the official
     SwAV / DINO code); the outputs come back split per view, in the order of ``views``. With ``one_pass_per_size``
     false every view is embedded on its own (batch-norm statistics of one view), as LightlySSL's examples do.
+    ``split_at`` keeps the views before it out of the passes of the views after it, even at one size: ``split_at=2``
+    embeds the 2 global crops in one pass and the local crops in another, as LightlySSL's LeJEPA example.
 
     Args:
         network: Maps a ``(N, C, H, W)`` batch to ``(N, ...)`` outputs (backbone, then heads).
         views: ``(B, C, H_i, W_i)`` batches.
         one_pass_per_size: One pass over the views of each size; false: one pass per view.
+        split_at: Views ``[:split_at]`` and ``[split_at:]`` never share a pass (0: no split).
 
     Returns:
         One ``(B, ...)`` output per view.
     """
     if not one_pass_per_size:
         return [network(view) for view in views]
-    groups: dict[tuple[int, ...], list[int]] = {}
+    groups: dict[tuple[bool, tuple[int, ...]], list[int]] = {}
     for index, view in enumerate(views):
-        groups.setdefault(tuple(view.shape), []).append(index)
+        groups.setdefault((index >= split_at, tuple(view.shape)), []).append(index)
     outputs: dict[int, torch.Tensor] = {}
     for indices in groups.values():
         embedded = network(torch.cat([views[i] for i in indices]))  # (len(indices) * B, ...)
