@@ -12,8 +12,9 @@ never a dependency of ssl_hub) the same method built from LightlySSL's blocks (b
 trained by the same Trainer on the same data, budget and seed.
 
 Images are Fashion-MNIST's 28 x 28 grayscale, as 3 x 32 x 32 RGB. ``--output`` appends one JSON row per run as it
-finishes, so that a budget too long for one sitting runs a few methods at a time; ``--table`` renders saved rows as
-the markdown table of benchmarks/RESULTS.md (mean ± standard deviation over seeds).
+finishes, so that a budget too long for one sitting runs a few methods at a time; ``--checkpoint-steps`` lets one run
+too long for a sitting go on in the next from its last checkpoint; ``--table`` renders saved rows as the markdown table
+of benchmarks/RESULTS.md (mean ± standard deviation over seeds).
 """
 
 from __future__ import annotations
@@ -21,6 +22,7 @@ from __future__ import annotations
 import argparse
 import json
 import platform
+import shutil
 import statistics
 import time
 from functools import partial
@@ -103,6 +105,32 @@ def row_label(method: str, *overrides: dict[str, Any]) -> str:
     return ", ".join([method, *(f"{key}={value}" for given in overrides for key, value in given.items())])
 
 
+# Arguments that do not change a run's training: a checkpoint saved under other values of these may be resumed.
+NOT_TRAINING_ARGS = {"seeds", "methods", "threads", "workers", "work_dir", "output", "table", "no_reference_rows",
+                     "evaluate_initial", "evaluate_teacher", "lightly", "lightly_only", "checkpoint_steps", "data",
+                     "linear_epochs"}  # fmt: skip
+
+
+def last_checkpoint(output_dir: Path, name: str, seed: int, args: argparse.Namespace) -> str | None:
+    """The last checkpoint of an interrupted run of ``name`` and ``seed`` in ``output_dir``, if its settings are this
+    run's (recorded in ``run.json`` when it started); else None, recording this run's settings. A checkpoint of other
+    settings stops the benchmark rather than mixing two runs."""
+    settings = {"method": name, "seed": seed, **{k: v for k, v in vars(args).items() if k not in NOT_TRAINING_ARGS}}
+    record = output_dir / "run.json"
+    checkpoints = sorted(output_dir.glob("checkpoint-*"), key=lambda path: int(path.name.split("-")[1]))
+    if checkpoints and record.exists() and json.loads(record.read_text()) == settings:
+        print(f"# {name}, seed {seed}: resuming from {checkpoints[-1]}", flush=True)
+        return str(checkpoints[-1])
+    if checkpoints:
+        raise SystemExit(
+            f"{output_dir} holds checkpoints of a run with other settings than this one ({record} tells which): "
+            "remove the folder or give another --work-dir."
+        )
+    output_dir.mkdir(parents=True, exist_ok=True)
+    record.write_text(json.dumps(settings))
+    return None
+
+
 def run_one(make_method: Any, name: str, seed: int, args: argparse.Namespace, data: dict[str, Any]) -> dict[str, Any]:
     torch.manual_seed(seed)
     method = make_method().to(DEVICE)  # the Trainer moves it there too; --evaluate-initial extracts features first
@@ -111,8 +139,10 @@ def run_one(make_method: Any, name: str, seed: int, args: argparse.Namespace, da
         with torch.random.fork_rng():  # the DataLoaders draw seeds: the pretraining must see the same random stream
             initial = evaluate_backbone(method.published, data["eval"], DATA_CONFIG, knn=True, linear=True,
                                         linear_epochs=args.linear_epochs, num_workers=args.workers)  # fmt: skip
+    output_dir = Path(args.work_dir) / f"{name}-seed{seed}"
+    checkpoint = last_checkpoint(output_dir, name, seed, args) if args.checkpoint_steps else None
     training_args = {
-        "output_dir": str(Path(args.work_dir) / f"{name}-seed{seed}"),
+        "output_dir": str(output_dir),
         "num_train_epochs": args.epochs,
         "per_device_train_batch_size": args.batch_size,
         "seed": seed,
@@ -123,6 +153,9 @@ def run_one(make_method: Any, name: str, seed: int, args: argparse.Namespace, da
         "dataloader_num_workers": args.workers,
         "use_cpu": not torch.cuda.is_available(),
     }
+    if args.checkpoint_steps:
+        training_args.update(save_strategy="steps", save_steps=args.checkpoint_steps, save_total_limit=1,
+                             resume_from_checkpoint=checkpoint)  # fmt: skip
     if args.warmup_ratio is not None:
         training_args["warmup_steps"] = args.warmup_ratio
     # The recipe's rate, weight decay (which may follow the backbone: MoCo v3, LeJEPA) and optimizer unless one is
@@ -133,7 +166,8 @@ def run_one(make_method: Any, name: str, seed: int, args: argparse.Namespace, da
     start = time.perf_counter()
     result = ssl_hub.pretrain(method, data["pretrain"], training_args, image_size=IMAGE_SIZE,
                               transform_kwargs=args.transform_kwargs, save=False)  # fmt: skip
-    seconds = time.perf_counter() - start
+    # a resumed run: the training clock of all its parts, saved in the checkpoints (the setup of each part left out)
+    seconds = result.training["runtime_seconds"] if checkpoint else time.perf_counter() - start
     published = method.published
     accuracy = evaluate_backbone(published, data["eval"], DATA_CONFIG, knn=True, linear=True,
                                  linear_epochs=args.linear_epochs, num_workers=args.workers)  # fmt: skip
@@ -157,6 +191,8 @@ def run_one(make_method: Any, name: str, seed: int, args: argparse.Namespace, da
         row["final_metrics"] = result.training["final_metrics"]
     if initial:
         row.update(initial_knn=initial["knn_top1"], initial_linear=initial["linear_top1"])
+    if checkpoint:
+        row["resumed_from"] = Path(checkpoint).name
     # the other encoder of a method with an EMA teacher: the student where the teacher is published (always, to see
     # what it learnt), the teacher where the student is (with --evaluate-teacher)
     other: tuple[str, torch.nn.Module] | None = None
@@ -274,6 +310,13 @@ def main() -> None:
     parser.add_argument("--lightly-only", action="store_true",
                         help="train only LightlySSL's version (to add its rows beside ours saved earlier)")  # fmt: skip
     parser.add_argument("--work-dir", default="/tmp/ssl_hub-accuracy")
+    parser.add_argument(
+        "--checkpoint-steps",
+        type=int,
+        default=None,
+        help="save a checkpoint in --work-dir every so many steps, and resume an interrupted run of the same method, "
+        "seed and settings from its last one (removed once its row is written)",
+    )
     parser.add_argument("--output", default=None, help="append the JSON rows to this file as they finish")
     parser.add_argument("--table", nargs="+", metavar="JSONL", help="only print the table of rows saved by --output")
     args = parser.parse_args()
@@ -310,6 +353,11 @@ def main() -> None:
             with open(args.output, "a") as file:
                 file.write(json.dumps(row) + "\n")
 
+    def run_and_report(make_method: Any, label: str, seed: int) -> None:
+        report(run_one(make_method, label, seed, args, data))
+        if args.checkpoint_steps:  # the row is saved: a later run of these settings starts afresh
+            shutil.rmtree(Path(args.work_dir) / f"{label}-seed{seed}")
+
     if not args.no_reference_rows:
         raw_pixels = raw_pixel_knn(train_images, train_labels, test_images, test_labels)
         report({"method": "raw pixels", "seed": None, "knn": raw_pixels, "linear": None})
@@ -330,10 +378,9 @@ def main() -> None:
         label = row_label(name, args.method_kwargs, args.transform_kwargs)
         for seed in args.seeds:
             if not args.lightly_only:
-                report(run_one(partial(ssl_hub.create_method, name, args.backbone, **kwargs), label, seed, args, data))
+                run_and_report(partial(ssl_hub.create_method, name, args.backbone, **kwargs), label, seed)
             if name in references:
-                lightly = partial(references[name], args.backbone, **kwargs)
-                report(run_one(lightly, f"lightly {label}", seed, args, data))
+                run_and_report(partial(references[name], args.backbone, **kwargs), f"lightly {label}", seed)
 
     print("\n" + markdown_table(rows))
 
