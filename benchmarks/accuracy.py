@@ -116,6 +116,7 @@ def last_checkpoint(output_dir: Path, name: str, seed: int, args: argparse.Names
     run's (recorded in ``run.json`` when it started); else None, recording this run's settings. A checkpoint of other
     settings stops the benchmark rather than mixing two runs."""
     settings = {"method": name, "seed": seed, **{k: v for k, v in vars(args).items() if k not in NOT_TRAINING_ARGS}}
+    settings = json.loads(json.dumps(settings))  # as read back: tuples as lists
     record = output_dir / "run.json"
     checkpoints = sorted(output_dir.glob("checkpoint-*"), key=lambda path: int(path.name.split("-")[1]))
     if checkpoints and record.exists() and json.loads(record.read_text()) == settings:
