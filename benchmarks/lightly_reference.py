@@ -57,9 +57,10 @@ centering only (LightlySSL has no Sinkhorn-Knopp teacher normalisation).
 #   ``num_matches`` of the matches by embedding distance too (official and ours: all).
 # - lejepa: as examples/pytorch/lejepa.py: DINOTransform (global crops of 30-100 %, 6 local crops of 5-30 %, blur 0.5
 #   on every crop, solarization on the second global crop only; official and ours: on every crop), LeJEPAProjectionHead,
-#   the two global crops in one backbone pass and the local crops in another, LeJEPALoss (SIGReg's directions from
-#   torch's global generator, a new draw at every step; ours from a seeded generator). The example's backbone ends in a
-#   512-wide linear layer (``num_classes=512``); here, as ours, the head reads the backbone's features.
+#   the two global crops in one backbone pass and the local crops in another (ours too, `local_crops_own_pass`),
+#   LeJEPALoss (SIGReg's directions from torch's global generator, a new draw at every step; ours from a seeded
+#   generator). The example's backbone ends in a 512-wide linear layer (``num_classes=512``); here, as ours, the head
+#   reads the backbone's features.
 # - densecl: the example's ``forward_momentum`` runs the *query* encoder (``self.backbone``, the online heads) - a
 #   bug; here the key encoder is the momentum copy, as DenseCL specifies. Global and dense heads are
 #   DenseCLProjectionHead (the dense one applied to (B, H*W, C) tokens, a 1x1 convolution); global features are

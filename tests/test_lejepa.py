@@ -173,6 +173,10 @@ def test_defaults_are_the_official_ones() -> None:
         17,
         3.0,
     )
+    # Global and local crops in a pass each, as the official recipe's 224 / 96 px crops are, even at one size.
+    assert config.views_in_one_pass
+    assert config.local_crops_own_pass
+    assert not config.center_on_all_views  # each crop pulled to the global crops' mean, as the README's recipe
     head = LeJEPAProjectionHead(384)
     linears = [m for m in head.modules() if isinstance(m, torch.nn.Linear)]
     assert [(m.in_features, m.out_features) for m in linears] == [(384, 2048), (2048, 2048), (2048, 64)]

@@ -67,8 +67,9 @@ class LeJEPAConfig(MethodConfig):
         views_in_one_pass: Encode the crops of one size as one batch (batch-norm statistics span them, as the official
             example); ``False`` encodes each crop on its own.
         local_crops_own_pass: With ``views_in_one_pass``, encode the local crops in a pass apart from the global crops
-            even at one size (batch-norm statistics of each kind of crop), as LightlySSL's example (``False``: the
-            crops of one size share a pass, as the official example).
+            even when they are of one size (batch-norm statistics of each kind of crop): the batching the official
+            multi-crop recipe has at its sizes (224 and 96 px, one pass each) and LightlySSL's example at any size.
+            ``False`` puts the crops of one size in one pass, as the official minimal example's views of one size.
         center_on_all_views: Pull every view towards the mean embedding of all the views of its image, local crops
             included: the paper's algorithm 2 for non-ViT backbones ("set global_views = all_views"). ``False`` (the
             default) centers on the global crops, as the official README's multi-crop recipe and LightlySSL's.
@@ -83,7 +84,7 @@ class LeJEPAConfig(MethodConfig):
     projection_num_layers: int = 3
     gather_distributed: bool = True
     views_in_one_pass: bool = True
-    local_crops_own_pass: bool = False
+    local_crops_own_pass: bool = True
     center_on_all_views: bool = False
 
     def validate(self) -> None:
