@@ -71,8 +71,9 @@ class LeJEPAConfig(MethodConfig):
             multi-crop recipe has at its sizes (224 and 96 px, one pass each) and LightlySSL's example at any size.
             ``False`` puts the crops of one size in one pass, as the official minimal example's views of one size.
         center_on_all_views: Pull every view towards the mean embedding of all the views of its image, local crops
-            included: the paper's algorithm 2 for non-ViT backbones ("set global_views = all_views"). ``False`` (the
-            default) centers on the global crops, as the official README's multi-crop recipe and LightlySSL's.
+            included: the paper's algorithm 2 for non-ViT backbones ("set global_views = all_views", all crops in one
+            batch, so with ``local_crops_own_pass=False`` when they are of one size). ``False`` (the default) centers
+            on the global crops, as the official README's multi-crop recipe and LightlySSL's.
     """
 
     lambda_param: float = 0.05
