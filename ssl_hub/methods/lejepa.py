@@ -64,8 +64,8 @@ class LeJEPAConfig(MethodConfig):
             in its Imagenette recipe).
         projection_num_layers: Linear layers of the projector (3).
         gather_distributed: SIGReg over the global batch under multi-process training, as the official code.
-        views_in_one_pass: Encode the crops of one size as one batch (batch-norm statistics span them, as the official
-            example); ``False`` encodes each crop on its own.
+        views_in_one_pass: Encode the crops of one size (and kind, with ``local_crops_own_pass``) as one batch
+            (batch-norm statistics span them); ``False`` encodes each crop on its own.
         local_crops_own_pass: With ``views_in_one_pass``, encode the local crops in a pass apart from the global crops
             even when they are of one size (batch-norm statistics of each kind of crop): the batching the official
             multi-crop recipe has at its sizes (224 and 96 px, one pass each) and LightlySSL's example at any size.
