@@ -69,10 +69,11 @@ centering only (LightlySSL has no Sinkhorn-Knopp teacher normalisation).
 #   pooled vector per image); constant momentum 0.999; no shuffling BN, as MoCo's reference (ours shuffles).
 # - dino: the teacher head is a *separately initialised* DINOProjectionHead (as in the example and LightlySSL's
 #   benchmarks), ours a copy of the student's; the teacher backbone is a copy. Teacher temperature: DINOLoss's own
-#   per-epoch warm-up (``epoch=``; linspace 0.04 -> 0.07 over 30 epochs, reaching 0.07 at epoch 29), ours linear per
-#   step. Last layer frozen with ``cancel_last_layer_gradients(epoch)`` before the optimizer step; weight decay cosine
-#   0.04 -> 0.4 with LightlySSL's ``cosine_schedule`` (as its ViT-B/16 benchmark). The teacher keeps the backbone's
-#   drop-path (none in the default backbones); ours switches it off. Published backbone: the teacher, as ours.
+#   per-epoch warm-up (``epoch=``; linspace over ``warmup_teacher_temp_epochs``, reaching ``teacher_temp`` at its last
+#   epoch), ours linear per step; flat at 0.04 with the defaults, where they agree. Last layer frozen with
+#   ``cancel_last_layer_gradients(epoch)`` before the optimizer step; weight decay cosine 0.04 -> 0.4 with LightlySSL's
+#   ``cosine_schedule`` (as its ViT-B/16 benchmark). The teacher keeps the backbone's drop-path (none in the default
+#   backbones); ours switches it off. Published backbone: the teacher, as ours.
 # - swav: prototypes frozen for ``n_steps_frozen_prototypes`` optimizer steps through ``SwaVPrototypes(x, step)``
 #   (LightlySSL's own benchmark passes the epoch there); its prototype layer has a bias (``nn.Linear``'s default; the
 #   official code's and ours have none); optional queue (off by default) as in
