@@ -111,11 +111,15 @@ NOT_TRAINING_ARGS = {"seeds", "methods", "threads", "workers", "work_dir", "outp
                      "linear_epochs"}  # fmt: skip
 
 
-def last_checkpoint(output_dir: Path, name: str, seed: int, args: argparse.Namespace) -> str | None:
+def last_checkpoint(
+    output_dir: Path, name: str, seed: int, method_config: dict[str, Any], args: argparse.Namespace
+) -> str | None:
     """The last checkpoint of an interrupted run of ``name`` and ``seed`` in ``output_dir``, if its settings are this
-    run's (recorded in ``run.json`` when it started); else None, recording this run's settings. A checkpoint of other
-    settings stops the benchmark rather than mixing two runs."""
-    settings = {"method": name, "seed": seed, **{k: v for k, v in vars(args).items() if k not in NOT_TRAINING_ARGS}}
+    run's (recorded in ``run.json`` when it started: the command line's and the method's whole config, budget
+    included, so that a changed CPU_BUDGET_KWARGS counts); else None, recording this run's settings. A checkpoint of
+    other settings stops the benchmark rather than mixing two runs."""
+    settings = {"method": name, "seed": seed, "method_config": method_config,
+                **{k: v for k, v in vars(args).items() if k not in NOT_TRAINING_ARGS}}  # fmt: skip
     settings = json.loads(json.dumps(settings))  # as read back: tuples as lists
     record = output_dir / "run.json"
     checkpoints = sorted(output_dir.glob("checkpoint-*"), key=lambda path: int(path.name.split("-")[1]))
@@ -132,7 +136,14 @@ def last_checkpoint(output_dir: Path, name: str, seed: int, args: argparse.Names
     return None
 
 
-def run_one(make_method: Any, name: str, seed: int, args: argparse.Namespace, data: dict[str, Any]) -> dict[str, Any]:
+def run_one(
+    make_method: Any,
+    name: str,
+    seed: int,
+    method_config: dict[str, Any],
+    args: argparse.Namespace,
+    data: dict[str, Any],
+) -> dict[str, Any]:
     torch.manual_seed(seed)
     method = make_method().to(DEVICE)  # the Trainer moves it there too; --evaluate-initial extracts features first
     initial: dict[str, Any] = {}
@@ -141,7 +152,7 @@ def run_one(make_method: Any, name: str, seed: int, args: argparse.Namespace, da
             initial = evaluate_backbone(method.published, data["eval"], DATA_CONFIG, knn=True, linear=True,
                                         linear_epochs=args.linear_epochs, num_workers=args.workers)  # fmt: skip
     output_dir = Path(args.work_dir) / f"{name}-seed{seed}"
-    checkpoint = last_checkpoint(output_dir, name, seed, args) if args.checkpoint_steps else None
+    checkpoint = last_checkpoint(output_dir, name, seed, method_config, args) if args.checkpoint_steps else None
     training_args = {
         "output_dir": str(output_dir),
         "num_train_epochs": args.epochs,
@@ -354,8 +365,8 @@ def main() -> None:
             with open(args.output, "a") as file:
                 file.write(json.dumps(row) + "\n")
 
-    def run_and_report(make_method: Any, label: str, seed: int) -> None:
-        report(run_one(make_method, label, seed, args, data))
+    def run_and_report(make_method: Any, label: str, seed: int, method_config: dict[str, Any]) -> None:
+        report(run_one(make_method, label, seed, method_config, args, data))
         if args.checkpoint_steps:  # the row is saved: a later run of these settings starts afresh
             shutil.rmtree(Path(args.work_dir) / f"{label}-seed{seed}")
 
@@ -379,9 +390,9 @@ def main() -> None:
         label = row_label(name, args.method_kwargs, args.transform_kwargs)
         for seed in args.seeds:
             if not args.lightly_only:
-                run_and_report(partial(ssl_hub.create_method, name, args.backbone, **kwargs), label, seed)
+                run_and_report(partial(ssl_hub.create_method, name, args.backbone, **kwargs), label, seed, kwargs)
             if name in references:
-                run_and_report(partial(references[name], args.backbone, **kwargs), f"lightly {label}", seed)
+                run_and_report(partial(references[name], args.backbone, **kwargs), f"lightly {label}", seed, kwargs)
 
     print("\n" + markdown_table(rows))
 
