@@ -139,15 +139,17 @@ def last_checkpoint(
 
 
 def run_one(
-    make_method: Any,
+    build_method: Any,
     name: str,
     seed: int,
     method_config: dict[str, Any],
     args: argparse.Namespace,
     data: dict[str, Any],
 ) -> dict[str, Any]:
+    """Pretrain ``build_method(backbone, **method_config)`` and evaluate it: the row of ``name`` and ``seed``."""
     torch.manual_seed(seed)
-    method = make_method().to(DEVICE)  # the Trainer moves it there too; --evaluate-initial extracts features first
+    # the Trainer moves it to DEVICE too; --evaluate-initial extracts features first
+    method = build_method(args.backbone, **method_config).to(DEVICE)
     initial: dict[str, Any] = {}
     if args.evaluate_initial:  # what the published backbone scores before pretraining: the method's own starting point
         with torch.random.fork_rng():  # the DataLoaders draw seeds: the pretraining must see the same random stream
@@ -367,8 +369,8 @@ def main() -> None:
             with open(args.output, "a") as file:
                 file.write(json.dumps(row) + "\n")
 
-    def run_and_report(make_method: Any, label: str, seed: int, method_config: dict[str, Any]) -> None:
-        report(run_one(make_method, label, seed, method_config, args, data))
+    def run_and_report(build_method: Any, label: str, seed: int, method_config: dict[str, Any]) -> None:
+        report(run_one(build_method, label, seed, method_config, args, data))
         if args.checkpoint_steps:  # the row is saved: a later run of these settings starts afresh
             shutil.rmtree(Path(args.work_dir) / f"{label}-seed{seed}")
 
@@ -392,9 +394,9 @@ def main() -> None:
         label = row_label(name, args.method_kwargs, args.transform_kwargs)
         for seed in args.seeds:
             if not args.lightly_only:
-                run_and_report(partial(ssl_hub.create_method, name, args.backbone, **kwargs), label, seed, kwargs)
+                run_and_report(partial(ssl_hub.create_method, name), label, seed, kwargs)
             if name in references:
-                run_and_report(partial(references[name], args.backbone, **kwargs), f"lightly {label}", seed, kwargs)
+                run_and_report(references[name], f"lightly {label}", seed, kwargs)
 
     print("\n" + markdown_table(rows))
 
