@@ -148,6 +148,26 @@ def test_fixed_size_vit_is_resized_for_training_and_reloads_at_that_size(tmp_pat
         torch.testing.assert_close(model(images), method.eval().backbone(images), rtol=0, atol=0)
 
 
+def test_timm_construction_arguments_reload_through_timm_and_transformers(tmp_path: Path) -> None:
+    """A backbone built with timm arguments that change its computation but not its weights' shapes (a dilated
+    ResNet, ``output_stride=16``, as small images want): config.json carries them, or the reload would compute at
+    stride 32 with the same weights and no error."""
+    from transformers import AutoModel
+
+    method = ssl_hub.create_method("simclr", backbone="test_resnet", backbone_kwargs={"output_stride": 16})
+    train_a_few_steps(method, tmp_path / "run", steps=1)
+    folder = method.save_pretrained(tmp_path / "hub")
+    assert json.loads((folder / "config.json").read_text())["model_args"]["output_stride"] == 16
+    images = torch.randn(2, 3, 32, 32)
+    with torch.no_grad():
+        expected = method.eval().backbone(images)
+        model = timm.create_model(f"local-dir:{folder}", pretrained=True).eval()
+        assert model.forward_features(images).shape[-2:] == (2, 2)  # stride 16; stride 32 would give 1 x 1
+        torch.testing.assert_close(model(images), expected, rtol=0, atol=0)
+        encoder = AutoModel.from_pretrained(folder).eval()
+        torch.testing.assert_close(encoder(pixel_values=images).pooler_output, expected, rtol=1e-5, atol=1e-6)
+
+
 def test_model_card_parses_and_carries_the_metadata(saved) -> None:
     _, folder = saved["test_vit"]
     card = ModelCard.load(folder / "README.md")
