@@ -101,16 +101,18 @@ def raw_pixel_knn(train: np.ndarray, train_labels: np.ndarray, test: np.ndarray,
     return knn_accuracy(as_features[0], labels[0], as_features[1], labels[1], k=200, temperature=0.1)
 
 
-def row_label(method: str, *overrides: dict[str, Any]) -> str:
-    """The method's name, plus the method and augmentation arguments given on the command line (the table averages
-    the seeds of one label, so runs of other settings must not share it): ``barlowtwins, gaussian_blur=0.0``."""
-    return ", ".join([method, *(f"{key}={value}" for given in overrides for key, value in given.items())])
+def row_label(method: str, *overrides: dict[str, Any], note: str | None = None) -> str:
+    """The method's name, plus the method and augmentation arguments given on the command line and ``--label``'s note
+    (the table averages the seeds of one label, so runs of other settings must not share it):
+    ``barlowtwins, gaussian_blur=0.0``, ``byol, output_stride=16``."""
+    arguments = [f"{key}={value}" for given in overrides for key, value in given.items()]
+    return ", ".join([method, *arguments, *([note] if note else [])])
 
 
 # Arguments that do not change a run's training: a checkpoint saved under other values of these may be resumed.
 NOT_TRAINING_ARGS = {"seeds", "methods", "threads", "workers", "work_dir", "output", "table", "no_reference_rows",
                      "evaluate_initial", "evaluate_teacher", "lightly", "lightly_only", "checkpoint_steps", "data",
-                     "linear_epochs"}  # fmt: skip
+                     "linear_epochs", "label"}  # fmt: skip
 
 
 def last_checkpoint(
@@ -333,6 +335,12 @@ def main() -> None:
         help="save a checkpoint in --work-dir every so many steps, and resume an interrupted run of the same method, "
         "seed and settings from its last one (removed once its row is written)",
     )
+    parser.add_argument(
+        "--label",
+        default=None,
+        help="appended to every row's label, the untrained backbone's too, for a setting the label does not name "
+        "(the backbone's arguments), e.g. 'output_stride=16'",
+    )
     parser.add_argument("--output", default=None, help="append the JSON rows to this file as they finish")
     parser.add_argument("--table", nargs="+", metavar="JSONL", help="only print the table of rows saved by --output")
     args = parser.parse_args()
@@ -381,8 +389,8 @@ def main() -> None:
         untrained_backbone = create_backbone(args.backbone, **args.backbone_kwargs).to(DEVICE)
         untrained = evaluate_backbone(untrained_backbone, data["eval"], DATA_CONFIG, knn=True, linear=True,
                                       linear_epochs=args.linear_epochs, num_workers=args.workers)  # fmt: skip
-        report({"method": f"untrained {args.backbone}", "seed": None, "knn": untrained["knn_top1"],
-                "linear": untrained["linear_top1"]})  # fmt: skip
+        report({"method": row_label(f"untrained {args.backbone}", note=args.label), "seed": None,
+                "knn": untrained["knn_top1"], "linear": untrained["linear_top1"]})  # fmt: skip
 
     references: dict[str, Any] = {}
     if args.lightly or args.lightly_only:
@@ -391,7 +399,7 @@ def main() -> None:
         references = LIGHTLY_METHODS
     for name in args.methods:
         kwargs = {"backbone_kwargs": args.backbone_kwargs, **CPU_BUDGET_KWARGS.get(name, {}), **args.method_kwargs}
-        label = row_label(name, args.method_kwargs, args.transform_kwargs)
+        label = row_label(name, args.method_kwargs, args.transform_kwargs, note=args.label)
         for seed in args.seeds:
             if not args.lightly_only:
                 run_and_report(partial(ssl_hub.create_method, name), label, seed, kwargs)
