@@ -20,7 +20,7 @@ from ssl_hub._validation import check_positive, check_positive_int, check_probab
 from ssl_hub.heads.densecl import DenseCLDenseProjectionHead, DenseCLProjectionHead
 from ssl_hub.losses.densecl import DenseCLLoss
 from ssl_hub.methods.base import MethodConfig, Paper, SSLMethod, SSLMethodOutput, sgd_training_arguments
-from ssl_hub.modules.dense_features import dense_feature_dim, forward_dense_features
+from ssl_hub.modules.dense_features import dense_feature_dim, forward_dense_features, warn_if_one_location
 from ssl_hub.modules.ema import ema_copy
 from ssl_hub.modules.shuffle_bn import shuffled_batch_norm_forward, uses_batch_statistics
 from ssl_hub.registry import register_method
@@ -162,6 +162,7 @@ class DenseCL(SSLMethod):
     def forward(self, views: Sequence[torch.Tensor]) -> SSLMethodOutput:
         self.check_views(views, count=2)
         query, query_dense, query_features = self.encode(views[0])  # (B, D), (B, N, D), (B, N, C)
+        warn_if_one_location(type(self).__name__, query_dense.shape[1], views[0].shape[-2:])
         with torch.no_grad():
             key, key_dense, key_features = self._keys(views[1])
         loss = self.criterion(query, key, query_dense, key_dense, query_features, key_features)

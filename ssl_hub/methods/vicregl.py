@@ -20,7 +20,12 @@ from ssl_hub._validation import check_non_negative, check_positive_int, check_pr
 from ssl_hub.heads import VICRegProjectionHead
 from ssl_hub.losses.vicregl import VICRegLLoss
 from ssl_hub.methods.base import MethodConfig, Paper, SSLMethod, SSLMethodOutput
-from ssl_hub.modules.dense_features import dense_feature_dim, forward_dense_features, location_grid
+from ssl_hub.modules.dense_features import (
+    dense_feature_dim,
+    forward_dense_features,
+    location_grid,
+    warn_if_one_location,
+)
 from ssl_hub.modules.multi_crop import (
     check_input_sizes,
     check_multi_crop_views,
@@ -187,6 +192,8 @@ class VICRegL(SSLMethod):
         check_multi_crop_views(images, type(self).__name__)
         check_input_sizes(self.backbone, images, type(self).__name__)
         features = [self.encode(view) for view in images]  # ((B, D), (B, H_v, W_v, D')) each
+        _, first_map = features[0]  # a global view's (B, H, W, D')
+        warn_if_one_location(type(self).__name__, first_map.shape[1] * first_map.shape[2], images[0].shape[-2:])
         grids = [
             location_grid(location, *maps.shape[1:3])  # (B, H_v, W_v, 2)
             for location, (_, maps) in zip(locations, features, strict=True)

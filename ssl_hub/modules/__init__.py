@@ -9,6 +9,7 @@ from ssl_hub.modules.dense_features import dense_feature_dim as dense_feature_di
 from ssl_hub.modules.dense_features import forward_dense_features as forward_dense_features
 from ssl_hub.modules.dense_features import location_grid as location_grid
 from ssl_hub.modules.dense_features import select_most_similar as select_most_similar
+from ssl_hub.modules.dense_features import warn_if_one_location as warn_if_one_location
 from ssl_hub.modules.ema import activate_requires_grad as activate_requires_grad
 from ssl_hub.modules.ema import deactivate_requires_grad as deactivate_requires_grad
 from ssl_hub.modules.ema import ema_copy as ema_copy

@@ -11,12 +11,16 @@ dense map from the final features, so the map is exactly what ``forward_head`` p
 
 from __future__ import annotations
 
-from collections.abc import Callable
+import functools
+import logging
+from collections.abc import Callable, Sequence
 from typing import cast
 
 import torch
 from torch import nn
 from torch.nn import functional as F
+
+logger = logging.getLogger(__name__)
 
 _FITTING_BACKBONES = (
     "timm models with a spatial feature map and forward_intermediates(): CNNs (ResNet, RegNet, EfficientNet...), "
@@ -85,6 +89,32 @@ def forward_dense_features(backbone: nn.Module, images: torch.Tensor) -> tuple[t
     raise DenseFeaturesError(
         f"Cannot read a dense map of {channels} channels from {type(backbone).__name__}: its final features and "
         f"last stage have shapes {shapes}. Backbones that fit: {_FITTING_BACKBONES}."
+    )
+
+
+def warn_if_one_location(owner: str, locations: int, image_size: Sequence[int]) -> None:
+    """Warn, once per method and image size, when the backbone's last map has a single location for these images.
+
+    The loss terms that match locations then see each view's pooled features once more: e.g. a ResNet's stride-32 map
+    of a 32 px image (CIFAR's size) is 1 x 1.
+
+    Args:
+        owner: The method, for the message.
+        locations: ``H * W`` of the map of a global view.
+        image_size: ``(H_img, W_img)`` of that view.
+    """
+    if locations == 1:
+        _warn_one_location(owner, *(int(size) for size in image_size))
+
+
+@functools.cache
+def _warn_one_location(owner: str, height: int, width: int) -> None:
+    logger.warning(
+        f"{owner} matches locations of the backbone's last feature map, but for {height} x {width} px views that map "
+        "is 1 x 1: the dense loss compares each view's pooled features once more. Train on larger images, or keep a "
+        "larger map: timm CNNs take output_stride=16 or 8 (backbone_kwargs={'output_stride': 16}; on the command "
+        "line --backbone_kwargs '{\"output_stride\": 16}'), dilating their last stages instead of striding them; ViTs "
+        "a smaller patch_size."
     )
 
 
