@@ -103,7 +103,7 @@ def warn_if_one_location(owner: str, locations: int, image_size: Sequence[int]) 
         locations: ``H * W`` of the map of a global view.
         image_size: ``(H_img, W_img)`` of that view.
     """
-    if locations == 1:
+    if locations == 1 and not torch.compiler.is_compiling():  # a warning is no part of a compiled graph
         _warn_one_location(owner, *(int(size) for size in image_size))
 
 
