@@ -21,14 +21,18 @@ os.environ.setdefault("MKL_NUM_THREADS", "1")
 os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
 os.environ.setdefault("WANDB_DISABLED", "true")
 
+import logging
 import math
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from pathlib import Path
 
 import numpy as np
 import pytest
 import torch
 from PIL import Image
+from torch import nn
+
+from ssl_hub.modules import dense_features
 
 torch.set_num_threads(1)
 
@@ -61,6 +65,19 @@ def std_of_l2_normalized_reference(rows: list[list[float]]) -> float:
         mean = sum(column) / len(column)
         stds.append(math.sqrt(sum((x - mean) ** 2 for x in column) / (len(column) - 1)))
     return sum(stds) / len(stds)
+
+
+def one_location_warnings(
+    caplog: pytest.LogCaptureFixture, method: nn.Module, views: Sequence[torch.Tensor], forwards: int = 1
+) -> list[str]:
+    """What ``warn_if_one_location`` logs over ``forwards`` forward passes of a dense method on ``views``, its
+    once-per-process memory cleared first (earlier tests may have warned)."""
+    dense_features._warn_one_location.cache_clear()
+    caplog.clear()
+    with caplog.at_level(logging.WARNING, logger=dense_features.__name__):
+        for _ in range(forwards):
+            method(views=views)
+    return [record.getMessage() for record in caplog.records]
 
 
 def normalized_entropy_reference(logits: list[list[float]]) -> float:

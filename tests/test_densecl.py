@@ -3,7 +3,6 @@ backbones, the correspondence, the momentum encoder in a real run, and what save
 
 from __future__ import annotations
 
-import logging
 import math
 import socket
 from pathlib import Path
@@ -14,7 +13,7 @@ import timm
 import torch
 import torch.distributed as dist
 import torch.multiprocessing as mp
-from conftest import random_images
+from conftest import one_location_warnings, random_images
 from PIL import Image
 from torch import nn
 from torch.nn import functional as F
@@ -25,7 +24,7 @@ import ssl_hub
 from ssl_hub.data import ArrayImageDataset
 from ssl_hub.losses import DenseCLLoss
 from ssl_hub.methods import DenseCL
-from ssl_hub.modules import DenseFeaturesError, dense_features, forward_dense_features, select_most_similar
+from ssl_hub.modules import DenseFeaturesError, forward_dense_features, select_most_similar
 from ssl_hub.transforms import DenseCLTransform
 from ssl_hub.transforms.moco import MoCoV2Transform
 
@@ -227,19 +226,14 @@ def prepare_float64(
 
 
 def test_a_one_location_map_is_warned_once_naming_output_stride(caplog: pytest.LogCaptureFixture) -> None:
-    dense_features._warn_one_location.cache_clear()  # once per process: earlier tests may have warned
     strided = ssl_hub.create_method("densecl", backbone="test_resnet", **SMALL)  # stride 32: 1 x 1 at 32 px
     dilated = ssl_hub.create_method("densecl", backbone="test_resnet", backbone_kwargs={"output_stride": 16}, **SMALL)
     views = [torch.randn(4, 3, 32, 32), torch.randn(4, 3, 32, 32)]
-    with caplog.at_level(logging.WARNING, logger=dense_features.__name__):
-        dilated(views=views)  # 2 x 2
-        assert not caplog.records
-        for _ in range(2):
-            strided(views=views)
-    assert len(caplog.records) == 1
-    assert "DenseCL matches locations" in caplog.text
-    assert "for 32 x 32 px views that map is 1 x 1" in caplog.text
-    assert "output_stride=16" in caplog.text
+    assert one_location_warnings(caplog, dilated, views) == []  # 2 x 2
+    [message] = one_location_warnings(caplog, strided, views, forwards=2)
+    assert "DenseCL matches locations" in message
+    assert "for 32 x 32 px views that map is 1 x 1" in message
+    assert "output_stride=16" in message
 
 
 def test_method_loss_is_the_formula_on_the_query_and_key_encoders() -> None:

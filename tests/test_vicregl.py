@@ -7,18 +7,18 @@ Global-batch loss on 2 gloo ranks: tests/test_gathered_losses.py.
 
 from __future__ import annotations
 
-import logging
 import math
 
 import numpy as np
 import pytest
 import torch
+from conftest import one_location_warnings
 from PIL import Image
 
 import ssl_hub
 from ssl_hub.losses import VICRegLLoss
 from ssl_hub.methods import VICRegLConfig
-from ssl_hub.modules import DenseFeaturesError, dense_features, forward_dense_features, location_grid
+from ssl_hub.modules import DenseFeaturesError, forward_dense_features, location_grid
 from ssl_hub.transforms import LocatedViewTransform, RandomResizedCropAndFlip, VICRegLTransform
 
 SMALL = {
@@ -291,20 +291,15 @@ def test_method_loss_is_the_criterion_of_each_views_embedding_and_map(backbone: 
 
 
 def test_global_views_of_one_location_are_warned_once_local_crops_not(caplog: pytest.LogCaptureFixture) -> None:
-    dense_features._warn_one_location.cache_clear()  # once per process: earlier tests may have warned
     strided = ssl_hub.create_method("vicregl", backbone="test_resnet", **SMALL)  # stride 32: 1 x 1 at 32 px
     dilated = ssl_hub.create_method("vicregl", backbone="test_resnet", backbone_kwargs={"output_stride": 16}, **SMALL)
     views = transform_batch(dilated.make_transform(32), size=48)  # 2 global crops of 32 px, then 16 px local crops
     with torch.no_grad():
         assert forward_dense_features(dilated.backbone, views[2])[1].shape[-2:] == (1, 1)  # a local crop's map
-    with caplog.at_level(logging.WARNING, logger=dense_features.__name__):
-        dilated(views=views)  # global maps 2 x 2
-        assert not caplog.records
-        for _ in range(2):
-            strided(views=views)
-    assert len(caplog.records) == 1
-    assert "VICRegL matches locations" in caplog.text
-    assert "for 32 x 32 px views that map is 1 x 1" in caplog.text
+    assert one_location_warnings(caplog, dilated, views) == []  # global maps 2 x 2
+    [message] = one_location_warnings(caplog, strided, views, forwards=2)
+    assert "VICRegL matches locations" in message
+    assert "for 32 x 32 px views that map is 1 x 1" in message
 
 
 def test_a_head_without_weight_in_the_loss_is_not_built() -> None:
