@@ -65,8 +65,9 @@ centering only (LightlySSL has no Sinkhorn-Knopp teacher normalisation).
 #   bug; here the key encoder is the momentum copy, as DenseCL specifies. Global and dense heads are
 #   DenseCLProjectionHead (the dense one applied to (B, H*W, C) tokens, a 1x1 convolution); global features are
 #   AdaptiveAvgPool2d over timm's ``forward_features`` (so CNN backbones only: a (B, C, H, W) map is required); two
-#   NTXentLoss with memory banks (0.2, 65536 each); the dense queue receives all B*H*W key vectors per step (ours: one
-#   pooled vector per image); constant momentum 0.999; no shuffling BN, as MoCo's reference (ours shuffles).
+#   NTXentLoss with memory banks (0.2, 65536 each); the dense queue receives the matched key of every query location,
+#   B*H*W vectors per step (ours: one pooled vector per image, as the official code; ``dense_queue_keys="matched"``
+#   as LightlySSL); constant momentum 0.999; no shuffling BN, as MoCo's reference (ours shuffles).
 # - dino: the teacher head is a *separately initialised* DINOProjectionHead (as in the example and LightlySSL's
 #   benchmarks), ours a copy of the student's; the teacher backbone is a copy. Teacher temperature: DINOLoss's own
 #   per-epoch warm-up (``epoch=``; linspace over ``warmup_teacher_temp_epochs``, reaching ``teacher_temp`` at its last

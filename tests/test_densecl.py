@@ -47,40 +47,50 @@ def global_reference(query: torch.Tensor, key: torch.Tensor, queue: list[torch.T
     return sum(info_nce(q, k, queue, temperature) for q, k in zip(query, key, strict=True)) / len(query)
 
 
-def dense_reference(
-    query_dense: torch.Tensor,
-    key_dense: torch.Tensor,
-    query_features: torch.Tensor,
-    key_features: torch.Tensor,
-    queue: list[torch.Tensor],
-    temperature: float,
-) -> float:
-    """L_r: eq. 2 averaged over the images and query locations; the positive of location s is the key location whose
-    backbone feature has the highest cosine similarity with the query's (sec. 3.3)."""
-    total, count = 0.0, 0
-    for b in range(query_dense.shape[0]):
-        for s in range(query_dense.shape[1]):
+def matches(query_features: torch.Tensor, key_features: torch.Tensor) -> list[list[int]]:
+    """The correspondence (sec. 3.3): for image b and query location s, the key location whose backbone feature has
+    the highest cosine similarity with the query's (the first of equal maxima)."""
+    result = []
+    for b in range(query_features.shape[0]):
+        row = []
+        for s in range(query_features.shape[1]):
             similarities = [cosine(query_features[b, s], key_features[b, m]) for m in range(key_features.shape[1])]
-            match = max(range(len(similarities)), key=lambda m: similarities[m])  # first of equal maxima
-            total += info_nce(query_dense[b, s], key_dense[b, match], queue, temperature)
-            count += 1
-    return total / count
+            row.append(max(range(len(similarities)), key=lambda m: similarities[m]))
+        result.append(row)
+    return result
+
+
+def dense_reference(
+    query_dense: torch.Tensor, key_dense: torch.Tensor, match: list[list[int]], queue: list[torch.Tensor], t: float
+) -> float:
+    """L_r: eq. 2 averaged over the images and query locations, each location's positive its matched key location."""
+    terms = [
+        info_nce(query_dense[b, s], key_dense[b, match[b][s]], queue, t)
+        for b in range(query_dense.shape[0])
+        for s in range(query_dense.shape[1])
+    ]
+    return sum(terms) / len(terms)
 
 
 def unit(row: torch.Tensor) -> torch.Tensor:
     return row / row.norm()
 
 
-@pytest.mark.parametrize("loss_lambda", [0.0, 0.3, 1.0])
-@pytest.mark.parametrize("temperature", [0.2, 0.7])
-def test_loss_matches_the_paper_formula_across_queue_wrap_around(loss_lambda: float, temperature: float) -> None:
+@pytest.mark.parametrize(
+    ("loss_lambda", "temperature", "dense_queue_keys"),
+    [(0.0, 0.2, "pooled"), (0.3, 0.2, "pooled"), (1.0, 0.7, "pooled"), (0.3, 0.7, "matched"), (1.0, 0.2, "matched")],
+)
+def test_loss_matches_the_paper_formula_across_queue_wrap_around(
+    loss_lambda: float, temperature: float, dense_queue_keys: str
+) -> None:
     batch, n_query, n_key, dim, channels = 2, 4, 3, 3, 5
-    global_size, dense_size = 5, 3
+    global_size, dense_size = 5, 3 if dense_queue_keys == "pooled" else 11  # 8 matched keys a step: still wraps
     criterion = DenseCLLoss(
         temperature,
         loss_lambda,
         memory_bank_size=(global_size, dim),
         dense_memory_bank_size=(dense_size, dim),
+        dense_queue_keys=dense_queue_keys,
     ).double()
     banks = [criterion.global_loss.memory_bank, criterion.dense_memory_bank]
     for bank in banks:
@@ -96,8 +106,9 @@ def test_loss_matches_the_paper_formula_across_queue_wrap_around(loss_lambda: fl
         query, key = randn(batch, dim), randn(batch, dim)
         query_dense, key_dense = randn(batch, n_query, dim), randn(batch, n_key, dim)
         query_features, key_features = randn(batch, n_query, channels), randn(batch, n_key, channels)
+        match = matches(query_features, key_features)
         global_loss = global_reference(query, key, global_queue, temperature)
-        dense_loss = dense_reference(query_dense, key_dense, query_features, key_features, dense_queue, temperature)
+        dense_loss = dense_reference(query_dense, key_dense, match, dense_queue, temperature)
         expected = (1 - loss_lambda) * global_loss + loss_lambda * dense_loss
         loss = criterion(query, key, query_dense, key_dense, query_features, key_features)
         assert loss.dtype == torch.float64
@@ -106,8 +117,12 @@ def test_loss_matches_the_paper_formula_across_queue_wrap_around(loss_lambda: fl
         for row in key:  # the global queue takes the keys
             global_queue[global_pointer % global_size] = unit(row)
             global_pointer += 1
-        for image in key_dense:  # the dense queue takes each key image's dense embeddings, averaged over locations
-            dense_queue[dense_pointer % dense_size] = unit(image.mean(dim=0))
+        if dense_queue_keys == "pooled":  # each key image's dense embeddings, averaged over its locations
+            new_keys = [unit(image.mean(dim=0)) for image in key_dense]
+        else:  # the positive of every query location, image by image
+            new_keys = [unit(key_dense[b, m]) for b in range(batch) for m in match[b]]
+        for row in new_keys:
+            dense_queue[dense_pointer % dense_size] = row
             dense_pointer += 1
         torch.testing.assert_close(banks[0].memory, torch.stack(global_queue), msg=f"global queue, step {step}")
         torch.testing.assert_close(banks[1].memory, torch.stack(dense_queue), msg=f"dense queue, step {step}")
@@ -255,7 +270,7 @@ def test_method_loss_is_the_formula_on_the_query_and_key_encoders() -> None:
         )
         loss = method(views=views).loss
     expected = 0.6 * global_reference(query, key, global_queue, 0.3) + 0.4 * dense_reference(
-        query_dense, key_dense, query_features, key_features, dense_queue, 0.3
+        query_dense, key_dense, matches(query_features, key_features), dense_queue, 0.3
     )
     assert query_dense.shape == (2, 16, 16)
     assert loss.item() == pytest.approx(expected, rel=1e-9)
@@ -279,7 +294,7 @@ def test_key_encoder_shuffles_batch_norm_in_groups_in_one_process() -> None:
         torch.manual_seed(3)
         loss = method(views=views).loss
     expected = 0.5 * global_reference(query, key, global_queue, 0.2) + 0.5 * dense_reference(
-        query_dense, key_dense, query_features, key_features, dense_queue, 0.2
+        query_dense, key_dense, matches(query_features, key_features), dense_queue, 0.2
     )
     assert loss.item() == pytest.approx(expected, rel=1e-9)
 
@@ -381,6 +396,7 @@ def test_save_gives_timm_the_trained_backbone_and_load_method_restores_teacher_a
         ("dense_memory_bank_size", 0),
         ("projection_output_dim", 0),
         ("shuffle_bn_group_size", 0),
+        ("dense_queue_keys", "all"),
     ],
 )
 def test_bad_hyperparameters_fail_at_construction_naming_the_argument(argument: str, value: float) -> None:
@@ -390,7 +406,13 @@ def test_bad_hyperparameters_fail_at_construction_naming_the_argument(argument: 
 
 @pytest.mark.parametrize(
     ("argument", "value"),
-    [("temperature", 0.0), ("loss_lambda", 2.0), ("memory_bank_size", 0), ("dense_memory_bank_size", (0, 8))],
+    [
+        ("temperature", 0.0),
+        ("loss_lambda", 2.0),
+        ("memory_bank_size", 0),
+        ("dense_memory_bank_size", (0, 8)),
+        ("dense_queue_keys", "locations"),
+    ],
 )
 def test_bad_loss_arguments_are_refused_by_name(argument: str, value: Any) -> None:
     with pytest.raises(ValueError, match=argument):

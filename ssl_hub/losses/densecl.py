@@ -14,6 +14,8 @@ from ssl_hub.losses.utils import at_least_float32
 from ssl_hub.modules.dense_features import select_most_similar
 from ssl_hub.modules.memory_bank import MemoryBankModule
 
+DENSE_QUEUE_KEYS = ("pooled", "matched")
+
 
 def _bank_shape(name: str, value: int | Sequence[int]) -> tuple[int, int | None]:
     """``size`` or ``(size, dim)`` as ``(size, dim or None)``, refusing a size below one by name."""
@@ -29,8 +31,9 @@ class DenseCLLoss(nn.Module):
     the global queue; the queue then receives the keys. ``L_r`` (eq. 2) does the same at every location ``s`` of the
     query's dense embedding ``r^s``: its positive ``t^s_+`` is the key's dense embedding at the key location whose
     backbone feature is most similar (cosine) to the query's at ``s`` (section 3.3); its negatives are the dense
-    queue, which holds one vector per key image, the key's dense embeddings averaged over the locations (the official
-    code's ``avgpool2``). All embeddings are L2-normalised; ``L_q`` is averaged over images, ``L_r`` over images and
+    queue, which by default holds one vector per key image, the key's dense embeddings averaged over the locations
+    (the official code's ``avgpool2``), or the positive of every query location (``dense_queue_keys="matched"``).
+    All embeddings are L2-normalised; ``L_q`` is averaged over images, ``L_r`` over images and
     locations. Both queues are read before either is written (first in, first out, gathered over ranks).
 
     Args:
@@ -38,6 +41,10 @@ class DenseCLLoss(nn.Module):
         loss_lambda: Weight ``lambda`` of the dense term, in [0, 1] (0.5 in the paper).
         memory_bank_size: Global queue length, or ``(length, dim)`` to allocate it eagerly (65536 in the paper).
         dense_memory_bank_size: Dense queue length, or ``(length, dim)`` (65536 in the paper).
+        dense_queue_keys: What the dense queue receives each step: ``"pooled"``, each key image's dense embeddings
+            averaged over its locations (``B`` vectors, the official code), or ``"matched"``, the positive key of
+            every query location (``B * N`` vectors, as LightlySSL's example). They differ only where the map has
+            more than one location.
         gather_distributed: Write the keys of all ranks into the queues, keeping them identical across ranks.
     """
 
@@ -47,15 +54,18 @@ class DenseCLLoss(nn.Module):
         loss_lambda: float = 0.5,
         memory_bank_size: int | Sequence[int] = 65536,
         dense_memory_bank_size: int | Sequence[int] = 65536,
+        dense_queue_keys: str = "pooled",
         gather_distributed: bool = True,
     ) -> None:
         super().__init__()
         check_positive("temperature", temperature, "DenseCLLoss")
         check_probability("loss_lambda", loss_lambda, "DenseCLLoss")
+        check_dense_queue_keys(dense_queue_keys, "DenseCLLoss")
         global_size, global_dim = _bank_shape("memory_bank_size", memory_bank_size)
         dense_size, dense_dim = _bank_shape("dense_memory_bank_size", dense_memory_bank_size)
         self.temperature = temperature
         self.loss_lambda = loss_lambda
+        self.dense_queue_keys = dense_queue_keys
         global_bank = global_size if global_dim is None else (global_size, global_dim)
         self.global_loss = NTXentLoss(temperature, memory_bank_size=global_bank, gather_distributed=gather_distributed)
         self.dense_memory_bank = MemoryBankModule(dense_size, dense_dim, gather_distributed=gather_distributed)
@@ -116,10 +126,19 @@ class DenseCLLoss(nn.Module):
             at_least_float32(key_features.detach()),
         )
         positives = select_most_similar(query_features, key_features, keys)  # (B, N, D), t+ of each location
-        pooled_keys = F.normalize(key_dense.mean(dim=1), dim=1)  # (B, D): what the dense queue stores
-        _, negatives = self.dense_memory_bank(pooled_keys, update=True)  # (K, D), read before the write
+        if self.dense_queue_keys == "pooled":
+            new_keys = F.normalize(key_dense.mean(dim=1), dim=1)  # (B, D)
+        else:
+            new_keys = positives.flatten(0, 1)  # (B*N, D)
+        _, negatives = self.dense_memory_bank(new_keys, update=True)  # (K, D), read before the write
         positive_logits = (queries * positives).sum(dim=2, keepdim=True)  # (B, N, 1)
         negative_logits = queries @ negatives.to(queries.dtype).T  # (B, N, K)
         logits = torch.cat([positive_logits, negative_logits], dim=2).flatten(0, 1) / self.temperature  # (B*N, 1+K)
         targets = torch.zeros(logits.shape[0], dtype=torch.long, device=logits.device)
         return F.cross_entropy(logits, targets)
+
+
+def check_dense_queue_keys(value: str, owner: str) -> None:
+    """Refuse a ``dense_queue_keys`` that :class:`DenseCLLoss` does not know, naming the choices."""
+    if value not in DENSE_QUEUE_KEYS:
+        raise ValueError(f"{owner}: dense_queue_keys must be one of {DENSE_QUEUE_KEYS}, got {value!r}.")

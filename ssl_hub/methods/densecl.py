@@ -18,7 +18,7 @@ from torch import nn
 
 from ssl_hub._validation import check_positive, check_positive_int, check_probability
 from ssl_hub.heads.densecl import DenseCLDenseProjectionHead, DenseCLProjectionHead
-from ssl_hub.losses.densecl import DenseCLLoss
+from ssl_hub.losses.densecl import DenseCLLoss, check_dense_queue_keys
 from ssl_hub.methods.base import MethodConfig, Paper, SSLMethod, SSLMethodOutput, sgd_training_arguments
 from ssl_hub.modules.dense_features import dense_feature_dim, forward_dense_features, warn_if_one_location
 from ssl_hub.modules.ema import ema_copy
@@ -54,6 +54,9 @@ class DenseCLConfig(MethodConfig):
         momentum: Momentum of the key encoder's exponential moving average, constant (MoCo's 0.999).
         memory_bank_size: Length of the global queue of negative keys (65536).
         dense_memory_bank_size: Length of the dense queue of pooled dense keys (65536).
+        dense_queue_keys: What the dense queue receives: ``"pooled"``, one dense key per image averaged over its
+            locations (the official code's ``avgpool2``), or ``"matched"``, the positive key of every query location
+            (LightlySSL's example); the same on a one-location map.
         projection_hidden_dim: Hidden width of both heads; ``None`` for the backbone's width (the official neck:
             2048 hidden on ResNet-50's 2048 channels).
         projection_output_dim: Embedding width of both heads (128).
@@ -72,6 +75,7 @@ class DenseCLConfig(MethodConfig):
     momentum: float = 0.999
     memory_bank_size: int = 65536
     dense_memory_bank_size: int = 65536
+    dense_queue_keys: str = "pooled"
     projection_hidden_dim: int | None = None
     projection_output_dim: int = 128
     shuffle_bn: bool = True
@@ -84,6 +88,7 @@ class DenseCLConfig(MethodConfig):
         check_probability("momentum", self.momentum, "DenseCL")
         check_positive_int("memory_bank_size", self.memory_bank_size, "DenseCL")
         check_positive_int("dense_memory_bank_size", self.dense_memory_bank_size, "DenseCL")
+        check_dense_queue_keys(self.dense_queue_keys, "DenseCL")
         if self.projection_hidden_dim is not None:
             check_positive_int("projection_hidden_dim", self.projection_hidden_dim, "DenseCL")
         check_positive_int("projection_output_dim", self.projection_output_dim, "DenseCL")
@@ -134,6 +139,7 @@ class DenseCL(SSLMethod):
             loss_lambda=cfg.loss_lambda,
             memory_bank_size=(cfg.memory_bank_size, cfg.projection_output_dim),
             dense_memory_bank_size=(cfg.dense_memory_bank_size, cfg.projection_output_dim),
+            dense_queue_keys=cfg.dense_queue_keys,
             gather_distributed=cfg.gather_distributed,
         )
 
