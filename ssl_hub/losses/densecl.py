@@ -33,8 +33,8 @@ class DenseCLLoss(nn.Module):
     backbone feature is most similar (cosine) to the query's at ``s`` (section 3.3); its negatives are the dense
     queue, which by default holds one vector per key image, the key's dense embeddings averaged over the locations
     (the official code's ``avgpool2``), or the positive of every query location (``dense_queue_keys="matched"``).
-    All embeddings are L2-normalised; ``L_q`` is averaged over images, ``L_r`` over images and
-    locations. Both queues are read before either is written (first in, first out, gathered over ranks).
+    All embeddings are L2-normalised; ``L_q`` is averaged over images, ``L_r`` over images and locations. Both queues
+    are read before either is written (first in, first out, gathered over ranks).
 
     Args:
         temperature: Softmax temperature ``tau`` of both terms (0.2 in the official configs).

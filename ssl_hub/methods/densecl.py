@@ -53,7 +53,7 @@ class DenseCLConfig(MethodConfig):
             eq. 3 and sec. 4.3: 0.5).
         momentum: Momentum of the key encoder's exponential moving average, constant (MoCo's 0.999).
         memory_bank_size: Length of the global queue of negative keys (65536).
-        dense_memory_bank_size: Length of the dense queue of pooled dense keys (65536).
+        dense_memory_bank_size: Length of the dense queue of negative dense keys (65536).
         dense_queue_keys: What the dense queue receives: ``"pooled"``, one dense key per image averaged over its
             locations (the official code's ``avgpool2``), or ``"matched"``, the positive key of every query location
             (LightlySSL's example); the same on a one-location map.
