@@ -27,3 +27,9 @@ def check_positive_int(name: str, value: int, owner: str, minimum: int = 1) -> N
     """Raise if ``value`` is not an integer >= ``minimum``."""
     if isinstance(value, bool) or not isinstance(value, int) or value < minimum:
         raise ValueError(f"{owner}: {name} must be an integer >= {minimum}, got {value!r}.")
+
+
+def check_one_of(name: str, value: object, choices: tuple[str, ...], owner: str) -> None:
+    """Raise if ``value`` is not one of the named ``choices`` (a mode, a loss type, a resampling)."""
+    if value not in choices:
+        raise ValueError(f"{owner}: {name} must be one of {', '.join(choices)}, got {value!r}.")

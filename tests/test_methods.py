@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import copy
 from pathlib import Path
+from typing import Any
 
 import pytest
 import timm
@@ -138,3 +139,27 @@ def test_methods_that_never_train_the_class_token_publish_the_mean_patch_token(
         assert chosen.backbone.global_pool == given.backbone.global_pool == "token"
         assert sum("trains no class token" in record.message for record in caplog.records) == 2, name
     assert create("mae", "test_vit").backbone.global_pool == "token"  # MAE's decoder trains the class token
+
+
+@pytest.mark.parametrize(
+    ("build", "message"),
+    [
+        (lambda: ssl_hub.create_method("dinov2", backbone="test_vit", centering="softmax"), "DINOv2: centering"),
+        (lambda: ssl_hub.create_method("ijepa", backbone="test_vit", loss_type="cosine"), "I-JEPA: loss_type"),
+        (
+            lambda: ssl_hub.create_method("vicregl", backbone="test_resnet", projection_norm="group"),
+            "VICRegL: projection_norm",
+        ),
+        (
+            lambda: ssl_hub.create_method("densecl", backbone="test_resnet", dense_queue_keys="all"),
+            "DenseCL: dense_queue_keys",
+        ),
+        (lambda: ssl_hub.losses.DenseCLLoss(dense_queue_keys="all"), "DenseCLLoss: dense_queue_keys"),
+        (lambda: ssl_hub.losses.IJEPALoss(loss_type="cosine"), "IJEPALoss: loss_type"),
+        (lambda: ssl_hub.losses.IBOTPatchLoss(center_mode="median"), "IBOTPatchLoss: center_mode"),
+    ],
+)
+def test_a_choice_outside_its_choices_is_refused_naming_them(build: Any, message: str) -> None:
+    """Every string option fails the same way: owner, argument, the choices, the value given."""
+    with pytest.raises(ValueError, match=rf"^{message} must be one of \w+(, \w+)+, got '\w+'\.$"):
+        build()

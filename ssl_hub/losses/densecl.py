@@ -8,7 +8,7 @@ import torch
 from torch import nn
 from torch.nn import functional as F
 
-from ssl_hub._validation import check_positive, check_positive_int, check_probability
+from ssl_hub._validation import check_one_of, check_positive, check_positive_int, check_probability
 from ssl_hub.losses.ntxent import NTXentLoss
 from ssl_hub.losses.utils import at_least_float32
 from ssl_hub.modules.dense_features import select_most_similar
@@ -60,7 +60,7 @@ class DenseCLLoss(nn.Module):
         super().__init__()
         check_positive("temperature", temperature, "DenseCLLoss")
         check_probability("loss_lambda", loss_lambda, "DenseCLLoss")
-        check_dense_queue_keys(dense_queue_keys, "DenseCLLoss")
+        check_one_of("dense_queue_keys", dense_queue_keys, DENSE_QUEUE_KEYS, "DenseCLLoss")
         global_size, global_dim = _bank_shape("memory_bank_size", memory_bank_size)
         dense_size, dense_dim = _bank_shape("dense_memory_bank_size", dense_memory_bank_size)
         self.temperature = temperature
@@ -136,9 +136,3 @@ class DenseCLLoss(nn.Module):
         logits = torch.cat([positive_logits, negative_logits], dim=2).flatten(0, 1) / self.temperature  # (B*N, 1+K)
         targets = torch.zeros(logits.shape[0], dtype=torch.long, device=logits.device)
         return F.cross_entropy(logits, targets)
-
-
-def check_dense_queue_keys(value: str, owner: str) -> None:
-    """Refuse a ``dense_queue_keys`` that :class:`DenseCLLoss` does not know, naming the choices."""
-    if value not in DENSE_QUEUE_KEYS:
-        raise ValueError(f"{owner}: dense_queue_keys must be one of {DENSE_QUEUE_KEYS}, got {value!r}.")

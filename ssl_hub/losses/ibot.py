@@ -7,7 +7,7 @@ from torch import nn
 from torch.nn import functional as F
 
 from ssl_hub import distributed
-from ssl_hub._validation import check_positive, check_positive_int, check_probability
+from ssl_hub._validation import check_one_of, check_positive, check_positive_int, check_probability
 from ssl_hub.losses.swav import sinkhorn
 from ssl_hub.losses.utils import at_least_float32
 
@@ -54,8 +54,7 @@ class IBOTPatchLoss(nn.Module):
         check_positive_int("output_dim", output_dim, owner)
         check_positive("teacher_temp", teacher_temp, owner)
         check_positive("student_temp", student_temp, owner)
-        if center_mode not in CENTER_MODES:
-            raise ValueError(f"{owner}: center_mode must be one of {CENTER_MODES}, got {center_mode!r}.")
+        check_one_of("center_mode", center_mode, CENTER_MODES, owner)
         check_probability("center_momentum", center_momentum, owner)
         check_positive_int("sinkhorn_iterations", sinkhorn_iterations, owner)
         self.teacher_temp = teacher_temp

@@ -10,7 +10,7 @@ import torch
 from torch import nn
 from torch.nn import functional as F
 
-from ssl_hub._validation import check_positive
+from ssl_hub._validation import check_one_of, check_positive
 from ssl_hub.losses.utils import at_least_float32
 
 LOSS_TYPES = ("smooth_l1", "l2")
@@ -32,8 +32,7 @@ class IJEPALoss(nn.Module):
 
     def __init__(self, loss_type: str = "smooth_l1", beta: float = 1.0, normalize_targets: bool = True) -> None:
         super().__init__()
-        if loss_type not in LOSS_TYPES:
-            raise ValueError(f"IJEPALoss: loss_type must be one of {LOSS_TYPES}, got {loss_type!r}.")
+        check_one_of("loss_type", loss_type, LOSS_TYPES, type(self).__name__)
         check_positive("beta", beta, type(self).__name__)
         self.loss_type = loss_type
         self.beta = beta

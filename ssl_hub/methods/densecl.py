@@ -16,9 +16,9 @@ from typing import TYPE_CHECKING, Any
 import torch
 from torch import nn
 
-from ssl_hub._validation import check_positive, check_positive_int, check_probability
+from ssl_hub._validation import check_one_of, check_positive, check_positive_int, check_probability
 from ssl_hub.heads.densecl import DenseCLDenseProjectionHead, DenseCLProjectionHead
-from ssl_hub.losses.densecl import DenseCLLoss, check_dense_queue_keys
+from ssl_hub.losses.densecl import DENSE_QUEUE_KEYS, DenseCLLoss
 from ssl_hub.methods.base import MethodConfig, Paper, SSLMethod, SSLMethodOutput, sgd_training_arguments
 from ssl_hub.modules.dense_features import dense_feature_dim, forward_dense_features, warn_if_one_location
 from ssl_hub.modules.ema import ema_copy
@@ -88,7 +88,7 @@ class DenseCLConfig(MethodConfig):
         check_probability("momentum", self.momentum, "DenseCL")
         check_positive_int("memory_bank_size", self.memory_bank_size, "DenseCL")
         check_positive_int("dense_memory_bank_size", self.dense_memory_bank_size, "DenseCL")
-        check_dense_queue_keys(self.dense_queue_keys, "DenseCL")
+        check_one_of("dense_queue_keys", self.dense_queue_keys, DENSE_QUEUE_KEYS, "DenseCL")
         if self.projection_hidden_dim is not None:
             check_positive_int("projection_hidden_dim", self.projection_hidden_dim, "DenseCL")
         check_positive_int("projection_output_dim", self.projection_output_dim, "DenseCL")

@@ -16,7 +16,7 @@ from typing import TYPE_CHECKING, Any
 
 import torch
 
-from ssl_hub._validation import check_non_negative, check_positive_int
+from ssl_hub._validation import check_non_negative, check_one_of, check_positive_int
 from ssl_hub.losses.dino import DINOLoss
 from ssl_hub.losses.ibot import IBOTPatchLoss
 from ssl_hub.losses.koleo import KoLeoLoss
@@ -87,8 +87,7 @@ class DINOv2Config(IBOTConfig):
 
     def validate(self) -> None:
         super().validate()
-        if self.centering not in CENTERINGS:
-            raise ValueError(f"DINOv2: centering must be one of {CENTERINGS}, got {self.centering!r}.")
+        check_one_of("centering", self.centering, CENTERINGS, "DINOv2")
         check_positive_int("sinkhorn_iterations", self.sinkhorn_iterations, "DINOv2")
         check_non_negative("koleo_loss_weight", self.koleo_loss_weight, "DINOv2")
 

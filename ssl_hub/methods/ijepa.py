@@ -18,7 +18,7 @@ from timm.layers import LayerNorm
 from timm.models.vision_transformer import Block, VisionTransformer
 from torch import nn
 
-from ssl_hub._validation import check_non_negative, check_positive, check_positive_int, check_probability
+from ssl_hub._validation import check_non_negative, check_one_of, check_positive, check_positive_int, check_probability
 from ssl_hub.losses.ijepa import LOSS_TYPES, IJEPALoss
 from ssl_hub.methods.base import MethodConfig, Paper, SSLMethod, SSLMethodOutput
 from ssl_hub.methods.dino import switch_off_dropout
@@ -115,8 +115,7 @@ class IJEPAConfig(MethodConfig):
                 )
         for name in ("target_scale_max", "context_scale_max"):
             check_probability(name, getattr(self, name), "I-JEPA")
-        if self.loss_type not in LOSS_TYPES:
-            raise ValueError(f"I-JEPA: loss_type must be one of {LOSS_TYPES}, got {self.loss_type!r}.")
+        check_one_of("loss_type", self.loss_type, LOSS_TYPES, "I-JEPA")
         for name in ("momentum_start", "momentum_end"):
             check_probability(name, getattr(self, name), "I-JEPA")
         for name in ("weight_decay_start", "weight_decay_end"):

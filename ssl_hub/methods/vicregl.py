@@ -16,7 +16,7 @@ import torch
 from torch import nn
 from torch.nn.modules.batchnorm import _BatchNorm
 
-from ssl_hub._validation import check_non_negative, check_positive_int, check_probability
+from ssl_hub._validation import check_non_negative, check_one_of, check_positive_int, check_probability
 from ssl_hub.heads import VICRegProjectionHead
 from ssl_hub.losses.vicregl import VICRegLLoss
 from ssl_hub.methods.base import MethodConfig, Paper, SSLMethod, SSLMethodOutput
@@ -112,10 +112,7 @@ class VICRegLConfig(MethodConfig):
             check_positive_int(name, getattr(self, name), "VICRegL")
         check_positive_int("projection_num_layers", self.projection_num_layers, "VICRegL", minimum=2)
         check_positive_int("local_projection_num_layers", self.local_projection_num_layers, "VICRegL", minimum=2)
-        if self.projection_norm not in PROJECTION_NORMS:
-            raise ValueError(
-                f"VICRegL: projection_norm must be one of {PROJECTION_NORMS}, got {self.projection_norm!r}."
-            )
+        check_one_of("projection_norm", self.projection_norm, PROJECTION_NORMS, "VICRegL")
 
 
 @register_method

@@ -8,7 +8,7 @@ from typing import Any
 from PIL import Image, ImageFilter
 from torchvision.transforms import InterpolationMode, v2
 
-from ssl_hub._validation import check_non_negative, check_positive_int, check_probability
+from ssl_hub._validation import check_non_negative, check_one_of, check_positive_int, check_probability
 from ssl_hub.transforms.multi_view import blur_kernel_size, to_normalized_tensor
 
 
@@ -41,8 +41,7 @@ CROP_INTERPOLATIONS = ("nearest", "bilinear", "bicubic")
 
 def crop_interpolation(name: str, owner: str) -> InterpolationMode:
     """The resampling mode called ``name`` (one of :data:`CROP_INTERPOLATIONS`), for a random resized crop."""
-    if name not in CROP_INTERPOLATIONS:
-        raise ValueError(f"{owner}: interpolation must be one of {', '.join(CROP_INTERPOLATIONS)}, got {name!r}.")
+    check_one_of("interpolation", name, CROP_INTERPOLATIONS, owner)
     return InterpolationMode(name)
 
 
