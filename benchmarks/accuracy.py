@@ -101,12 +101,38 @@ def raw_pixel_knn(train: np.ndarray, train_labels: np.ndarray, test: np.ndarray,
     return knn_accuracy(as_features[0], labels[0], as_features[1], labels[1], k=200, temperature=0.1)
 
 
-def row_label(method: str, *overrides: dict[str, Any], note: str | None = None) -> str:
-    """The method's name, plus the method and augmentation arguments given on the command line and ``--label``'s note
-    (the table averages the seeds of one label, so runs of other settings must not share it):
-    ``barlowtwins, gaussian_blur=0.0``, ``byol, output_stride=16``."""
+def row_label(method: str, *overrides: dict[str, Any], training: tuple[str, ...] = (), note: str | None = None) -> str:
+    """The method's name, plus the method and augmentation arguments given on the command line, the recipe settings
+    replaced (:func:`recipe_overrides`) and ``--label``'s note (the table averages the seeds of one label, so runs of
+    other settings must not share it): ``barlowtwins, gaussian_blur=0.0``, ``simsiam, learning rate 0.5``."""
     arguments = [f"{key}={value}" for given in overrides for key, value in given.items()]
-    return ", ".join([method, *arguments, *([note] if note else [])])
+    return ", ".join([method, *arguments, *training, *([note] if note else [])])
+
+
+def short_number(value: float) -> str:
+    """A rate as the rows name it: 1e-3, 3e-4, 0.03, 0.5, 1.0."""
+    if value != 0 and abs(value) < 0.01:
+        mantissa, exponent = f"{value:e}".split("e")
+        return f"{mantissa.rstrip('0').rstrip('.')}e{int(exponent)}"
+    return repr(float(value))
+
+
+def recipe_overrides(args: argparse.Namespace) -> tuple[str, ...]:
+    """The recipe's settings this command replaces, for the row label: ``learning rate 0.5``, ``timm larc 0.3``."""
+    parts = []
+    if args.timm_optimizer:
+        rate = "" if args.learning_rate is None else f" {short_number(args.learning_rate)}"
+        parts.append(f"timm {args.timm_optimizer}{rate}")
+        parts += [f"{key}={value}" for key, value in (args.timm_optimizer_kwargs or {}).items()]
+    elif args.learning_rate is not None:
+        parts.append(f"learning rate {short_number(args.learning_rate)}")
+    if args.optim:
+        parts.append(f"optim {args.optim}")
+    if args.weight_decay is not None:
+        parts.append(f"weight decay {short_number(args.weight_decay)}")
+    if args.warmup_ratio is not None:
+        parts.append(f"warm-up ratio {short_number(args.warmup_ratio)}")
+    return tuple(parts)
 
 
 # Arguments that do not change a run's training: a checkpoint saved under other values of these may be resumed.
@@ -399,7 +425,8 @@ def main() -> None:
         references = LIGHTLY_METHODS
     for name in args.methods:
         kwargs = {"backbone_kwargs": args.backbone_kwargs, **CPU_BUDGET_KWARGS.get(name, {}), **args.method_kwargs}
-        label = row_label(name, args.method_kwargs, args.transform_kwargs, note=args.label)
+        label = row_label(name, args.method_kwargs, args.transform_kwargs, training=recipe_overrides(args),
+                          note=args.label)  # fmt: skip
         for seed in args.seeds:
             if not args.lightly_only:
                 run_and_report(partial(ssl_hub.create_method, name), label, seed, kwargs)
