@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import json
 import math
+from typing import Any
 
 
 def check_positive(name: str, value: float, owner: str) -> None:
@@ -33,3 +35,16 @@ def check_one_of(name: str, value: object, choices: tuple[str, ...], owner: str)
     """Raise if ``value`` is not one of the named ``choices`` (a mode, a loss type, a resampling)."""
     if value not in choices:
         raise ValueError(f"{owner}: {name} must be one of {', '.join(choices)}, got {value!r}.")
+
+
+def json_object(name: str, value: str | dict[str, Any] | None, example: str) -> dict[str, Any] | None:
+    """``value`` as a dict: JSON text parsed, a dict or None as given; a ``ValueError`` naming ``name`` and showing
+    ``example`` for text that is not JSON or not a JSON object."""
+    if isinstance(value, str):
+        try:
+            value = json.loads(value)
+        except json.JSONDecodeError as error:
+            raise ValueError(f"{name} is not valid JSON ({error}): pass e.g. '{example}'.") from None
+    if not isinstance(value, dict | None):
+        raise ValueError(f"{name} must be a JSON object such as '{example}', got {value!r}.")
+    return value

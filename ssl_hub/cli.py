@@ -10,13 +10,13 @@ per batch (DINO, MAE...) scale it from a global batch of 64 to the run's (the he
 from __future__ import annotations
 
 import argparse
-import json
 import logging
 import sys
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Any, cast
 
+from ssl_hub._validation import json_object
 from ssl_hub.registry import get_method_class, list_methods
 
 logger = logging.getLogger("ssl_hub")
@@ -72,13 +72,7 @@ def _json_object(flag: str, text: str | None, example: str) -> dict[str, Any]:
     """The JSON object given as ``flag`` (``{}`` when not given); ``ValueError`` saying what is wrong otherwise."""
     if not text:
         return {}
-    try:
-        value = json.loads(text)
-    except json.JSONDecodeError as error:
-        raise ValueError(f"{flag} is not valid JSON ({error}): pass e.g. '{example}'.") from None
-    if not isinstance(value, dict):
-        raise ValueError(f"{flag} must be a JSON object such as '{example}', got {text!r}.")
-    return value
+    return json_object(flag, text, example) or {}
 
 
 def _pop_push_to_hub(argv: list[str]) -> tuple[str | None, list[str]]:

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import json
 import math
 from collections.abc import Collection
 from dataclasses import dataclass, field
@@ -11,6 +10,7 @@ from typing import Any
 import torch
 from transformers import TrainingArguments
 
+from ssl_hub._validation import json_object
 from ssl_hub.methods.base import RECIPE_BATCH_SIZE, MethodConfig, SSLMethod
 
 # The arguments a run leaves to the recipe unless it gives them (complete_from_recipe); the backbone may decide the
@@ -43,18 +43,9 @@ class PretrainingArguments(TrainingArguments):
 
     def __post_init__(self) -> None:
         super().__post_init__()
-        if isinstance(self.timm_optimizer_kwargs, str):
-            try:
-                self.timm_optimizer_kwargs = json.loads(self.timm_optimizer_kwargs)
-            except json.JSONDecodeError as error:
-                raise ValueError(
-                    f"timm_optimizer_kwargs is not valid JSON ({error}): pass e.g. '{{\"trust_coeff\": 0.02}}'."
-                ) from None
-        if not isinstance(self.timm_optimizer_kwargs, dict | None):
-            raise ValueError(
-                f"timm_optimizer_kwargs must be a JSON object such as '{{\"trust_coeff\": 0.02}}', got "
-                f"{self.timm_optimizer_kwargs!r}."
-            )
+        self.timm_optimizer_kwargs = json_object(
+            "timm_optimizer_kwargs", self.timm_optimizer_kwargs, '{"trust_coeff": 0.02}'
+        )
 
 
 def recommended_training_arguments(method_class: type[SSLMethod], config: MethodConfig | None = None) -> dict[str, Any]:
