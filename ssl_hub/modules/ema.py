@@ -7,6 +7,8 @@ import copy
 import torch
 from torch import nn
 
+from ssl_hub._validation import check_probability
+
 
 def deactivate_requires_grad(module: nn.Module) -> None:
     """Stop gradients into every parameter of ``module`` (a teacher is updated by EMA only)."""
@@ -38,8 +40,7 @@ def update_momentum(model: nn.Module, model_ema: nn.Module, m: float) -> None:
         model_ema: The teacher, with the same parameter layout.
         m: Momentum in [0, 1]; 1 keeps the teacher, 0 copies the student.
     """
-    if not 0.0 <= m <= 1.0:
-        raise ValueError(f"update_momentum: m must be in [0, 1], got {m!r}.")
+    check_probability("m", m, "update_momentum")
     teacher: list[torch.Tensor] = list(model_ema.parameters())
     student: list[torch.Tensor] = [p.detach() for p in model.parameters()]
     if len(teacher) != len(student):
