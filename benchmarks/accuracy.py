@@ -34,6 +34,7 @@ import torch
 from timm.data import IMAGENET_DEFAULT_MEAN, IMAGENET_DEFAULT_STD
 
 import ssl_hub
+from ssl_hub._validation import json_object
 from ssl_hub.data import ArrayImageDataset, read_fashion_mnist
 from ssl_hub.data.fashion_mnist import FASHION_MNIST_CLASSES
 from ssl_hub.data.resolve import DataSplits
@@ -107,6 +108,14 @@ def row_label(method: str, *overrides: dict[str, Any], training: tuple[str, ...]
     other settings must not share it): ``barlowtwins, gaussian_blur=0.0``, ``simsiam, learning rate 0.5``."""
     arguments = [f"{key}={value}" for given in overrides for key, value in given.items()]
     return ", ".join([method, *arguments, *training, *([note] if note else [])])
+
+
+def json_object_argument(text: str) -> dict[str, Any]:
+    """The type of the JSON flags: a JSON object (labels and configs read its items), else a usage error saying why."""
+    try:
+        return json_object("the value", text, '{"output_stride": 16}') or {}
+    except ValueError as error:
+        raise argparse.ArgumentTypeError(str(error)) from None
 
 
 def short_number(value: float) -> str:
@@ -308,17 +317,20 @@ def main() -> None:
     parser.add_argument("--methods", nargs="*", default=ssl_hub.list_methods())
     parser.add_argument("--backbone", default="resnet18")
     parser.add_argument(
-        "--backbone-kwargs", type=json.loads, default={}, help="timm arguments, e.g. '{\"patch_size\": 8}' for ViTs"
+        "--backbone-kwargs",
+        type=json_object_argument,
+        default={},
+        help="timm arguments, e.g. '{\"patch_size\": 8}' for ViTs",
     )
     parser.add_argument(
         "--method-kwargs",
-        type=json.loads,
+        type=json_object_argument,
         default={},
         help="method config values over CPU_BUDGET_KWARGS, e.g. '{\"momentum_start\": 0.99}'; both implementations",
     )
     parser.add_argument(
         "--transform-kwargs",
-        type=json.loads,
+        type=json_object_argument,
         default={},
         help="arguments of the methods' transforms, e.g. "
         "'{\"gaussian_blur\": 0.0}'; LightlySSL's transforms take the same names",
@@ -335,7 +347,10 @@ def main() -> None:
         help="a timm optimizer (lars, larc...) instead of the recipe's; needs --learning-rate",
     )
     parser.add_argument(
-        "--timm-optimizer-kwargs", type=json.loads, default=None, help="its arguments, e.g. '{\"trust_coeff\": 0.02}'"
+        "--timm-optimizer-kwargs",
+        type=json_object_argument,
+        default=None,
+        help="its arguments, e.g. '{\"trust_coeff\": 0.02}'",
     )
     parser.add_argument("--weight-decay", type=float, default=None, help="instead of the recipe's")
     parser.add_argument("--linear-epochs", type=int, default=30)
