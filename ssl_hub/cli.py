@@ -236,17 +236,22 @@ def run_push(argv: list[str]) -> int:
 def run_eval(argv: list[str]) -> int:
     parser = argparse.ArgumentParser(
         prog="ssl-hub eval",
-        description="kNN / linear-probe top-1 of a published backbone, written into its model card (and pushed "
-        "back when the source is a Hub repository).",
+        description="kNN / linear-probe / fine-tuned top-1 of a published backbone, written into its model card "
+        "(and pushed back when the source is a Hub repository).",
     )
     parser.add_argument("source", help="hub folder, local-dir:PATH or hf-hub:REPO")
     parser.add_argument("--data", default=None, help="labelled images with a held-out split (default: demo set)")
-    parser.add_argument("--knn", action="store_true", help="run the kNN classifier (default: both evaluations)")
-    parser.add_argument("--linear", action="store_true", help="run the linear probe (default: both evaluations)")
+    parser.add_argument("--knn", action="store_true", help="run the kNN classifier (default: kNN and linear probe)")
+    parser.add_argument("--linear", action="store_true", help="run the linear probe (default: kNN and linear probe)")
+    parser.add_argument(
+        "--finetune", action="store_true", help="fine-tune the backbone with a new linear head (transformers.Trainer)"
+    )
     parser.add_argument("--knn-k", "--knn_k", type=int, default=200)
     parser.add_argument("--knn-temperature", "--knn_temperature", type=float, default=0.1)
     parser.add_argument("--linear-epochs", "--linear_epochs", type=int, default=100)
-    parser.add_argument("--batch-size", "--batch_size", type=int, default=256)
+    parser.add_argument("--finetune-epochs", "--finetune_epochs", type=float, default=3.0)
+    parser.add_argument("--finetune-learning-rate", "--finetune_learning_rate", type=float, default=5e-5)
+    parser.add_argument("--batch-size", "--batch_size", type=int, default=256, help="images per batch")
     parser.add_argument(
         "--num-workers", "--num_workers", type=int, default=0, help="DataLoader workers that preprocess the images"
     )
@@ -255,16 +260,19 @@ def run_eval(argv: list[str]) -> int:
     args = parser.parse_args(argv)
     from ssl_hub.eval.evaluate import evaluate_published
 
-    both = not (args.knn or args.linear)
+    frozen = not (args.knn or args.linear or args.finetune)  # no evaluation named: the two on frozen features
     try:
         entries = evaluate_published(
             args.source,
             args.data,
-            knn=args.knn or both,
-            linear=args.linear or both,
+            knn=args.knn or frozen,
+            linear=args.linear or frozen,
+            finetune=args.finetune,
             knn_k=args.knn_k,
             knn_temperature=args.knn_temperature,
             linear_epochs=args.linear_epochs,
+            finetune_epochs=args.finetune_epochs,
+            finetune_learning_rate=args.finetune_learning_rate,
             batch_size=args.batch_size,
             num_workers=args.num_workers,
             push=not args.no_push,

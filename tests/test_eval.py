@@ -116,22 +116,27 @@ def test_knn_monitor_logs_through_the_trainer_and_reaches_the_card(tmp_path: Pat
     assert card.data.eval_results[0].metric_name == "kNN top-1 (k=5, t=0.1)"
 
 
-def test_eval_command_writes_knn_and_linear_results_into_a_local_card(tmp_path: Path) -> None:
+def test_eval_command_writes_knn_linear_and_finetuned_results_into_a_local_card(tmp_path: Path) -> None:
     method = ssl_hub.create_method("simclr", backbone="test_resnet")
     train_a_few_steps(method, tmp_path / "run", steps=1)
     folder = method.save_pretrained(tmp_path / "hub")
+    files_before = [path.name for path in folder.iterdir()]
     data = labelled_folder(tmp_path / "data", {"train": 20, "val": 10})
-    command = [sys.executable, "-m", "ssl_hub.cli", "eval", str(folder), "--data", str(data), "--knn-k", "5",
-               "--linear-epochs", "5", "--num-workers", "1"]  # fmt: skip
+    command = [sys.executable, "-m", "ssl_hub.cli", "eval", str(folder), "--data", str(data), "--knn", "--linear",
+               "--finetune", "--knn-k", "5", "--linear-epochs", "5", "--finetune-epochs", "10",
+               "--finetune-learning-rate", "1e-3", "--batch-size", "8", "--num-workers", "1"]  # fmt: skip
     run = subprocess.run(command, capture_output=True, text=True, timeout=600,
                          env={**os.environ, "OMP_NUM_THREADS": "1"})  # fmt: skip
     assert run.returncode == 0, run.stderr[-3000:]
     card = ModelCard.load(folder / "README.md")
-    metrics = {r.metric_name: r.metric_value for r in card.data.eval_results}
-    assert set(metrics) == {"kNN top-1 (k=5, t=0.1)", "Linear probe top-1"}
-    for name, value in metrics.items():
-        assert f"{name} on data (test): {value:.2f} %" in run.stdout  # what it printed is what the card says
-        assert value >= 90.0  # dark against bright images: any features separate them
+    results = {r.metric_name: r for r in card.data.eval_results}
+    assert set(results) == {"kNN top-1 (k=5, t=0.1)", "Linear probe top-1", "Fine-tuned top-1"}
+    for name, result in results.items():
+        assert f"{name} on data (test): {result.metric_value:.2f} %" in run.stdout  # printed is what the card says
+        assert result.metric_value >= 90.0  # dark against bright images: any features separate them
+    assert results["Fine-tuned top-1"].metric_config == "epochs=10,lr=0.001"
+    assert "fine-tuning trains the whole backbone" in card.text
+    assert sorted(path.name for path in folder.iterdir()) == sorted(files_before)  # the fine-tuning saved nothing
 
 
 def test_eval_of_a_hub_repo_pushes_the_results_back_into_a_hand_edited_card(hub: HubState, tmp_path: Path) -> None:
@@ -148,6 +153,11 @@ def test_eval_of_a_hub_repo_pushes_the_results_back_into_a_hand_edited_card(hub:
     card = ModelCard(hub.files(repo)["README.md"].decode())
     assert "Hand-written notes." in card.text  # the hand edit survives
     assert card.data.eval_results[0].metric_value == pytest.approx(round(entries[0]["value"], 2))
+
+
+def test_evaluating_nothing_is_refused_before_reading_the_folder(tmp_path: Path) -> None:
+    with pytest.raises(ValueError, match="Nothing to evaluate: set knn, linear or finetune"):
+        evaluate_published(str(tmp_path / "absent"), knn=False, linear=False, finetune=False)
 
 
 def test_finetune_recipe_trains_a_classifier_with_the_stock_trainer(tmp_path: Path) -> None:

@@ -1,4 +1,5 @@
-"""Evaluate a frozen backbone (kNN, linear probe) and record the results in a hub folder's card."""
+"""Evaluate a published backbone (kNN and linear probe of its frozen features, fine-tuning) and record the results in
+a hub folder's card."""
 
 from __future__ import annotations
 
@@ -21,7 +22,11 @@ from ssl_hub.eval.linear import linear_probe
 
 logger = logging.getLogger(__name__)
 
-METRIC_NAMES = {"knn_top1": "kNN top-1 (k={k}, t={t})", "linear_top1": "Linear probe top-1"}
+METRIC_NAMES = {
+    "knn_top1": "kNN top-1 (k={k}, t={t})",
+    "linear_top1": "Linear probe top-1",
+    "finetune_top1": "Fine-tuned top-1",
+}
 
 
 def evaluate_backbone(
@@ -130,8 +135,11 @@ def result_entries(
     before: dict[str, float] | None = None,
     knn_k: int = 200,
     knn_temperature: float = 0.1,
+    finetune_config: str | None = None,
 ) -> list[dict[str, Any]]:
-    """Card / config.json records of evaluation ``values`` on the data described by ``info``."""
+    """Card / config.json records of evaluation ``values`` on the data described by ``info``; ``finetune_config``
+    names the fine-tuning's settings (e.g. ``"epochs=3,lr=5e-05"``)."""
+    configs = {"knn_top1": f"k={knn_k},t={knn_temperature}", "finetune_top1": finetune_config}
     entries = []
     for metric, value in values.items():
         entries.append({
@@ -142,7 +150,7 @@ def result_entries(
             "dataset_name": info.get("name", "dataset"),
             "dataset_id": info.get("hub_id") or info.get("name", "dataset"),
             "split": "test",
-            "config": f"k={knn_k},t={knn_temperature}" if metric == "knn_top1" else None,
+            "config": configs.get(metric),
         })  # fmt: skip
     return entries
 
@@ -204,9 +212,12 @@ def evaluate_published(
     *,
     knn: bool = True,
     linear: bool = False,
+    finetune: bool = False,
     knn_k: int = 200,
     knn_temperature: float = 0.1,
     linear_epochs: int = 100,
+    finetune_epochs: float = 3.0,
+    finetune_learning_rate: float = 5e-5,
     batch_size: int = 256,
     num_workers: int = 0,
     push: bool = True,
@@ -220,10 +231,14 @@ def evaluate_published(
             the demo set.
         knn: Run the kNN classifier.
         linear: Run the linear probe.
+        finetune: Fine-tune the backbone with a new linear head (:func:`ssl_hub.eval.finetune`, the stock Trainer's
+            AdamW and linear decay) and record its held-out top-1.
         knn_k: Neighbours.
         knn_temperature: Vote temperature.
         linear_epochs: Epochs of the linear probe.
-        batch_size: Images per feature-extraction batch.
+        finetune_epochs: Epochs of the fine-tuning (the Trainer's default, 3).
+        finetune_learning_rate: Peak learning rate of the fine-tuning (the Trainer's default, 5e-5).
+        batch_size: Images per feature-extraction and fine-tuning batch.
         num_workers: DataLoader worker processes that decode and preprocess the images.
         push: Push the updated folder back when ``source`` is a Hub repository.
         token: Hub token for the push.
@@ -234,16 +249,27 @@ def evaluate_published(
     from ssl_hub.hub.folder import resolve_folder
     from ssl_hub.hub.push import push_folder
 
+    if not (knn or linear or finetune):
+        raise ValueError("Nothing to evaluate: set knn, linear or finetune (or several) to True.")
     remote = str(source).startswith("hf-hub:")
     folder = resolve_folder(source)
     backbone = timm.create_model(f"local-dir:{folder}", pretrained=True)
     data_config = timm.data.resolve_data_config({}, model=backbone)
     splits = resolve_data(data)
-    values = evaluate_backbone(
-        backbone, splits, data_config, knn=knn, linear=linear, knn_k=knn_k, knn_temperature=knn_temperature,
-        linear_epochs=linear_epochs, batch_size=batch_size, num_workers=num_workers,
-    )  # fmt: skip
-    entries = result_entries(values, splits.info, knn_k=knn_k, knn_temperature=knn_temperature)
+    values = {}
+    if knn or linear:
+        values = evaluate_backbone(
+            backbone, splits, data_config, knn=knn, linear=linear, knn_k=knn_k, knn_temperature=knn_temperature,
+            linear_epochs=linear_epochs, batch_size=batch_size, num_workers=num_workers,
+        )  # fmt: skip
+    finetune_config = f"epochs={finetune_epochs:g},lr={finetune_learning_rate:g}"
+    if finetune:
+        values["finetune_top1"] = _finetune_top1(
+            folder, splits, finetune_epochs, finetune_learning_rate, batch_size, num_workers
+        )
+    entries = result_entries(
+        values, splits.info, knn_k=knn_k, knn_temperature=knn_temperature, finetune_config=finetune_config
+    )
     if not remote:
         record_results(folder, entries)
         return entries
@@ -258,3 +284,23 @@ def evaluate_published(
             )  # fmt: skip
             logger.info("Pushed the results: %s", url)
     return entries
+
+
+def _finetune_top1(
+    folder: Path, splits: DataSplits, epochs: float, learning_rate: float, batch_size: int, num_workers: int
+) -> float:
+    """Held-out top-1 (percent) of the published backbone fine-tuned with a new linear head; nothing is saved."""
+    from ssl_hub.eval.finetune import finetune
+
+    with tempfile.TemporaryDirectory(prefix="ssl_hub-finetune-") as work:
+        args = {
+            "output_dir": work,
+            "num_train_epochs": epochs,
+            "learning_rate": learning_rate,
+            "per_device_train_batch_size": batch_size,
+            "per_device_eval_batch_size": batch_size,
+            "dataloader_num_workers": num_workers,
+            "eval_strategy": "no",
+            "save_strategy": "no",
+        }
+        return finetune(str(folder), splits, args).metrics["eval_accuracy"]

@@ -15,7 +15,7 @@ import timm.data
 from torch.utils.data import Dataset
 from transformers import AutoModelForImageClassification, Trainer, TrainingArguments
 
-from ssl_hub.data.resolve import resolve_data
+from ssl_hub.data.resolve import DataSplits, resolve_data
 from ssl_hub.data.sources import ImageDataset
 from ssl_hub.eval.knn import eval_transform
 
@@ -59,11 +59,12 @@ def finetune(
 
     Args:
         source: A hub folder path or a Hub repository id (as ``from_pretrained`` takes it).
-        data: Labelled images with a held-out split (see :func:`ssl_hub.data.resolve.resolve_data`).
+        data: Labelled images with a held-out split (see :func:`ssl_hub.data.resolve.resolve_data`), or the
+            :class:`~ssl_hub.data.resolve.DataSplits` it returns.
         training_args: ``TrainingArguments`` or a dict of them (``output_dir`` defaults to ``finetune-output``).
         num_labels: Number of classes; read from the data when omitted.
     """
-    splits = resolve_data(data)
+    splits = data if isinstance(data, DataSplits) else resolve_data(data)
     if splits.test is None or not splits.train.has_labels:
         raise ValueError("Fine-tuning needs labelled images with a held-out split.")
     if not isinstance(training_args, TrainingArguments):

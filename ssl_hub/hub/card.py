@@ -53,7 +53,7 @@ def _eval_results(evaluation: list[dict[str, Any]]) -> list[EvalResult]:
     return [
         EvalResult(
             task_type="image-classification",
-            task_name="Image classification (frozen features)",
+            task_name="Image classification",  # the model-index groups by task type and data: names tell them apart
             dataset_type=result["dataset_id"],
             dataset_name=result["dataset_name"],
             dataset_split=result["split"],
