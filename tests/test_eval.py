@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import math
 import os
+import re
 import subprocess
 import sys
 from pathlib import Path
@@ -155,9 +156,19 @@ def test_eval_of_a_hub_repo_pushes_the_results_back_into_a_hand_edited_card(hub:
     assert card.data.eval_results[0].metric_value == pytest.approx(round(entries[0]["value"], 2))
 
 
-def test_evaluating_nothing_is_refused_before_reading_the_folder(tmp_path: Path) -> None:
-    with pytest.raises(ValueError, match="Nothing to evaluate: set knn, linear or finetune"):
-        evaluate_published(str(tmp_path / "absent"), knn=False, linear=False, finetune=False)
+@pytest.mark.parametrize(
+    ("arguments", "message"),
+    [
+        ({"knn": False}, "Nothing to evaluate: set knn, linear or finetune"),
+        ({"finetune": True, "finetune_epochs": 0}, "Fine-tuning: finetune_epochs must be a finite number > 0, got 0."),
+        ({"finetune": True, "finetune_learning_rate": -1e-3}, "Fine-tuning: finetune_learning_rate must be a finite"),
+    ],
+)
+def test_evaluating_nothing_or_fine_tuning_for_no_time_is_refused_before_reading_the_folder(
+    tmp_path: Path, arguments: dict[str, Any], message: str
+) -> None:
+    with pytest.raises(ValueError, match=re.escape(message)):  # the folder does not exist: the check came first
+        evaluate_published(str(tmp_path / "absent"), **arguments)
 
 
 def test_finetune_recipe_trains_a_classifier_with_the_stock_trainer(tmp_path: Path) -> None:

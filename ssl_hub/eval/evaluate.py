@@ -15,6 +15,7 @@ import timm
 from torch import nn
 
 from ssl_hub import distributed
+from ssl_hub._validation import check_positive
 from ssl_hub.data.resolve import DataSplits, resolve_data
 from ssl_hub.data.sources import ImageDataset
 from ssl_hub.eval.knn import eval_transform, extract_features, gather_shares, knn_accuracy
@@ -251,6 +252,9 @@ def evaluate_published(
 
     if not (knn or linear or finetune):
         raise ValueError("Nothing to evaluate: set knn, linear or finetune (or several) to True.")
+    if finetune:
+        check_positive("finetune_epochs", finetune_epochs, "Fine-tuning")
+        check_positive("finetune_learning_rate", finetune_learning_rate, "Fine-tuning")
     remote = str(source).startswith("hf-hub:")
     folder = resolve_folder(source)
     backbone = timm.create_model(f"local-dir:{folder}", pretrained=True)
