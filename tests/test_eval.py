@@ -173,6 +173,7 @@ def test_evaluating_nothing_or_fine_tuning_for_no_time_is_refused_before_reading
 
 def test_finetune_recipe_trains_a_classifier_with_the_stock_trainer(tmp_path: Path) -> None:
     method = ssl_hub.create_method("simclr", backbone="test_resnet")
+    train_a_few_steps(method, tmp_path / "run", steps=1)  # at 32 px, where test_resnet's timm default is 160
     folder = method.save_pretrained(tmp_path / "hub")
     data = labelled_folder(tmp_path / "data", {"train": 16, "val": 8})
     args = {"output_dir": str(tmp_path / "ft"), "max_steps": 2, "per_device_train_batch_size": 8, "use_cpu": True,
@@ -181,6 +182,8 @@ def test_finetune_recipe_trains_a_classifier_with_the_stock_trainer(tmp_path: Pa
     assert 0.0 <= result.metrics["eval_accuracy"] <= 100.0
     assert result.trainer.model.num_labels == 2
     assert result.trainer.state.global_step == 2
+    for rows in (result.trainer.train_dataset, result.trainer.eval_dataset):  # the folder's size, not timm's default
+        assert rows[0]["pixel_values"].shape == (3, 32, 32)
     # It started from the published weights: two AdamW steps at 5e-5 (the Trainer's default) move each backbone
     # weight by about 1e-4, where another random initialisation differs by tenths. And it trained.
     published = load_file(folder / "model.safetensors")

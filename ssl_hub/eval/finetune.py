@@ -75,7 +75,9 @@ def finetune(
         num_labels = len(train.classes) if train.classes else 1 + max(train[i][1] for i in range(len(train)))
     location = source.removeprefix("hf-hub:").removeprefix("local-dir:")
     model = AutoModelForImageClassification.from_pretrained(location, num_labels=num_labels)
-    data_config = timm.data.resolve_data_config({}, model=model.timm_model)
+    # The folder's preprocessing, as AutoImageProcessor reads it: the wrapped timm model carries timm's default
+    # pretrained_cfg for the architecture (224 px for a ResNet-18 published at 32 px).
+    data_config = timm.data.resolve_data_config({}, pretrained_cfg=model.config.pretrained_cfg)
     train_transform = timm.data.create_transform(**data_config, is_training=True)
     trainer = Trainer(
         model=model,
