@@ -250,7 +250,7 @@ def run_eval(argv: list[str]) -> int:
     parser.add_argument("--knn-temperature", "--knn_temperature", type=float, default=0.1)
     parser.add_argument("--linear-epochs", "--linear_epochs", type=int, default=100)
     parser.add_argument("--finetune-epochs", "--finetune_epochs", type=float, default=3.0)
-    parser.add_argument("--finetune-learning-rate", "--finetune_learning_rate", type=float, default=5e-5)
+    parser.add_argument("--finetune-learning-rate", "--finetune_learning_rate", type=float, default=1e-3)
     parser.add_argument("--batch-size", "--batch_size", type=int, default=256, help="images per batch")
     parser.add_argument(
         "--num-workers", "--num_workers", type=int, default=0, help="DataLoader workers that preprocess the images"

@@ -218,7 +218,7 @@ def evaluate_published(
     knn_temperature: float = 0.1,
     linear_epochs: int = 100,
     finetune_epochs: float = 3.0,
-    finetune_learning_rate: float = 5e-5,
+    finetune_learning_rate: float = 1e-3,
     batch_size: int = 256,
     num_workers: int = 0,
     push: bool = True,
@@ -232,13 +232,13 @@ def evaluate_published(
             the demo set.
         knn: Run the kNN classifier.
         linear: Run the linear probe.
-        finetune: Fine-tune the backbone with a new linear head (:func:`ssl_hub.eval.finetune`, the stock Trainer's
-            AdamW and linear decay) and record its held-out top-1.
+        finetune: Fine-tune the backbone with a new linear head (:func:`ssl_hub.eval.finetune`: the stock Trainer,
+            AdamW with linear decay) and record its held-out top-1.
         knn_k: Neighbours.
         knn_temperature: Vote temperature.
         linear_epochs: Epochs of the linear probe.
         finetune_epochs: Epochs of the fine-tuning (the Trainer's default, 3).
-        finetune_learning_rate: Peak learning rate of the fine-tuning (the Trainer's default, 5e-5).
+        finetune_learning_rate: Peak learning rate of the fine-tuning (the recipe's 1e-3).
         batch_size: Images per feature-extraction and fine-tuning batch.
         num_workers: DataLoader worker processes that decode and preprocess the images.
         push: Push the updated folder back when ``source`` is a Hub repository.
