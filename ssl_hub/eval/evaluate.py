@@ -139,7 +139,7 @@ def result_entries(
     finetune_config: str | None = None,
 ) -> list[dict[str, Any]]:
     """Card / config.json records of evaluation ``values`` on the data described by ``info``; ``finetune_config``
-    names the fine-tuning's settings (e.g. ``"epochs=3,lr=5e-05"``)."""
+    names the fine-tuning's settings (e.g. ``"epochs=3,lr=0.001"``)."""
     configs = {"knn_top1": f"k={knn_k},t={knn_temperature}", "finetune_top1": finetune_config}
     entries = []
     for metric, value in values.items():
@@ -257,11 +257,11 @@ def evaluate_published(
         check_positive("finetune_learning_rate", finetune_learning_rate, "Fine-tuning")
     remote = str(source).startswith("hf-hub:")
     folder = resolve_folder(source)
-    backbone = timm.create_model(f"local-dir:{folder}", pretrained=True)
-    data_config = timm.data.resolve_data_config({}, model=backbone)
     splits = resolve_data(data)
     values = {}
     if knn or linear:
+        backbone = timm.create_model(f"local-dir:{folder}", pretrained=True)
+        data_config = timm.data.resolve_data_config({}, model=backbone)
         values = evaluate_backbone(
             backbone, splits, data_config, knn=knn, linear=linear, knn_k=knn_k, knn_temperature=knn_temperature,
             linear_epochs=linear_epochs, batch_size=batch_size, num_workers=num_workers,

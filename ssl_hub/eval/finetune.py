@@ -68,6 +68,9 @@ def finetune(
 ) -> FinetuneResult:
     """Fine-tune a published backbone plus a new linear head on labelled images with ``transformers.Trainer``.
 
+    Seeds Python, NumPy and torch with the run's ``seed`` before building the model, so that the new head starts from
+    the same weights in every run (``transformers.set_seed``, as the Trainer's examples do).
+
     Args:
         source: A hub folder path or a Hub repository id (as ``from_pretrained`` takes it).
         data: Labelled images with a held-out split (see :func:`ssl_hub.data.resolve.resolve_data`), or the
