@@ -42,7 +42,7 @@ def _accuracy(prediction: Any) -> dict[str, float]:
 
 # A new linear head on a self-supervised backbone wants a larger rate than the Trainer's 5e-5 (set for pretrained
 # transformers): on the quick start's folder (ResNet-18, 3,000 demo images, 3 epochs at batch 128) 5e-5 reached 37.7 %
-# top-1, below the frozen backbone's 62.2 % kNN, and 1e-3 66.1 %.
+# top-1, below the frozen backbone's 62.2 % kNN, and 1e-3 66.1 % (benchmarks/RESULTS.md, "Fine-tuning on the demo set").
 FINETUNE_DEFAULTS: dict[str, Any] = {
     "output_dir": "finetune-output",
     "learning_rate": 1e-3,
