@@ -18,6 +18,7 @@ from ssl_hub import distributed
 from ssl_hub._validation import check_positive
 from ssl_hub.data.resolve import DataSplits, resolve_data
 from ssl_hub.data.sources import ImageDataset
+from ssl_hub.eval.finetune import FINETUNE_DEFAULTS
 from ssl_hub.eval.knn import eval_transform, extract_features, gather_shares, knn_accuracy
 from ssl_hub.eval.linear import linear_probe
 
@@ -218,7 +219,7 @@ def evaluate_published(
     knn_temperature: float = 0.1,
     linear_epochs: int = 100,
     finetune_epochs: float = 3.0,
-    finetune_learning_rate: float = 1e-3,
+    finetune_learning_rate: float = FINETUNE_DEFAULTS["learning_rate"],
     batch_size: int = 256,
     num_workers: int = 0,
     push: bool = True,
