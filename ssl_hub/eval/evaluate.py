@@ -19,6 +19,7 @@ from ssl_hub._validation import check_positive
 from ssl_hub.data.resolve import DataSplits, resolve_data
 from ssl_hub.data.sources import ImageDataset
 from ssl_hub.eval.finetune import FINETUNE_DEFAULTS
+from ssl_hub.eval.finetune import finetune as finetune_published
 from ssl_hub.eval.knn import eval_transform, extract_features, gather_shares, knn_accuracy
 from ssl_hub.eval.linear import linear_probe
 
@@ -295,8 +296,6 @@ def _finetune_top1(
     folder: Path, splits: DataSplits, epochs: float, learning_rate: float, batch_size: int, num_workers: int
 ) -> float:
     """Held-out top-1 (percent) of the published backbone fine-tuned with a new linear head; nothing is saved."""
-    from ssl_hub.eval.finetune import finetune
-
     with tempfile.TemporaryDirectory(prefix="ssl_hub-finetune-") as work:
         args = {
             "output_dir": work,
@@ -308,4 +307,4 @@ def _finetune_top1(
             "eval_strategy": "no",
             "save_strategy": "no",
         }
-        return finetune(str(folder), splits, args).metrics["eval_accuracy"]
+        return finetune_published(str(folder), splits, args).metrics["eval_accuracy"]
